@@ -1,0 +1,1 @@
+"""The `diffplan` command line (installed as `diffplan_cli`): parses, calls diffplan.*, renders."""

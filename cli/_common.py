@@ -1,0 +1,27 @@
+"""Options shared by several commands, declared once, and the console helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_MANIFEST = Path("manifests/release_v1.yaml")
+
+ManifestOpt = Annotated[
+    Path,
+    typer.Option("--manifest", "-m", help="Release manifest (YAML) listing the data sets and the models."),
+]
+ModelNamesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="Only this release model (repeatable); default: every model of the manifest."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of rich tables.")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]

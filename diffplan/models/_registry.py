@@ -1,0 +1,74 @@
+"""Planner registry: algorithm name -> builder (timm style).
+
+Each planner module decorates its builder with ``@register_model("VIN", task="grid")``.
+``create_model(name, **kwargs)`` builds one; ``list_models()`` lists the names, so tests
+parametrised over it cover every registered planner.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from diffplan.errors import ModelNotFoundError
+
+TASKS = ("grid", "graph")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about one planner."""
+
+    name: str
+    task: str  # "grid" or "graph"
+    builder: Callable[..., nn.Module]
+    symmetric: bool = False
+    implicit: bool = False  # deep-equilibrium (fixed point, implicit gradient)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, task: str, symmetric: bool = False, implicit: bool = False):
+    """Class/function decorator registering a planner builder under its algorithm name."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+    def decorator(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"planner {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(name, task, builder, symmetric, implicit)
+        return builder
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the packages runs the @register_model decorators.
+    import diffplan.models.graph  # noqa: F401
+    import diffplan.models.grid  # noqa: F401
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Sorted names of registered planners, optionally only those of one task ("grid"/"graph")."""
+    _ensure_loaded()
+    return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name lists the valid ones and the closest match."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        names = sorted(_REGISTRY)
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ModelNotFoundError(f"unknown planner {name!r}.{hint} Registered planners: {', '.join(names)}.")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the planner registered as ``name`` with constructor arguments ``kwargs``."""
+    return get_model_entry(name).builder(**kwargs)
