@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 import diffplan
 from diffplan.errors import DiffplanError
 from diffplan_cli import data as data_commands
+from diffplan_cli import train as train_command
 from diffplan_cli._common import err_console
 
 
@@ -44,6 +45,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_commands.app, name="data")
+app.command()(train_command.train)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""Release machinery: manifest schema, checkpoint + metadata I/O, validation checks, packaging."""

@@ -1,0 +1,122 @@
+"""Release checkpoints: weights plus the full model config, loadable with ``weights_only=True``.
+
+A release checkpoint is a plain dict (no pickled classes) holding the registry name and the exact
+constructor arguments beside the state dict, and no optimizer state. Loading rebuilds the planner
+with ``create_model(algorithm, **model_config)`` and loads the weights strictly. Planners are saved
+and loaded in eval mode (escnn modules keep different state-dict keys in training mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffplan._atomic import atomic_path
+from diffplan.errors import CheckpointError, DiffplanError, ModelNotFoundError
+from diffplan.models import create_model
+
+CHECKPOINT_FORMAT = "diffplan-release-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+RELEASE_FOLDERS = ("grid", "graph", "continuous")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_release_checkpoint(path: str | Path, model: nn.Module, *, name: str, algorithm: str,
+                            model_config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s weights and config atomically. ``extra`` holds plain data only (flags, data kind)."""
+    was_training = model.training
+    model.eval()
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "name": name,
+        "algorithm": algorithm,
+        "model_config": dict(model_config),
+        "extra": dict(extra or {}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    model.train(was_training)
+
+
+def read_release_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's record, read with ``weights_only=True`` on the CPU; never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train the model or give another path.")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} holds objects that torch.load(weights_only=True) refuses to unpickle; it is not a "
+            f"release checkpoint and will not be loaded (unpickling can run code)."
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupted or truncated ({str(err).splitlines()[0]}); re-download it.") from err
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a diffplan release checkpoint (no '{CHECKPOINT_FORMAT}' marker).")
+    return record
+
+
+def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
+    """Rebuild the planner of a checkpoint record and load its weights strictly, in eval mode."""
+    try:
+        model = create_model(record["algorithm"], **record["model_config"])
+    except DiffplanError:
+        raise
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{source}: its model config does not build a planner ({err}).") from err
+    model.eval()
+    try:
+        model.load_state_dict(record["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{source}: weights do not match the planner's config ({str(err).splitlines()[0]}).") from err
+    return model
+
+
+def _release_roots() -> list[Path]:
+    roots = [Path.cwd() / "pretrained_models", Path(__file__).resolve().parents[2] / "pretrained_models"]
+    return list(dict.fromkeys(roots))
+
+
+def find_release_checkpoint(name: str) -> Path:
+    """The ``<folder>/<name>.ckpt`` of a release model, in ./pretrained_models or the source tree's."""
+    for root in _release_roots():
+        for folder in RELEASE_FOLDERS:
+            candidate = root / folder / f"{name}.ckpt"
+            if candidate.is_file():
+                return candidate
+    raise ModelNotFoundError(
+        f"no release model {name!r} under pretrained_models/{{grid,graph,continuous}}/; "
+        f"give a checkpoint path or train it with `diffplan train --only {name}`."
+    )
+
+
+def load_model(name_or_path: str | Path) -> nn.Module:
+    """A released planner in eval mode, by release name (``"VIN_maze15"``) or checkpoint path.
+
+    The returned module carries ``release_info`` (name, algorithm, config and flags) for planning.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        if path.suffix == ".ckpt" or len(path.parts) > 1:
+            raise CheckpointError(f"checkpoint {path} does not exist; check the path.")
+        path = find_release_checkpoint(str(name_or_path))
+    record = read_release_checkpoint(path)
+    model = model_from_record(record, path)
+    model.release_info = {k: record[k] for k in ("name", "algorithm", "model_config", "extra")}
+    return model

@@ -1,0 +1,225 @@
+"""The release manifest (DESIGN section 6): one YAML file listing the data sets and every model.
+
+Layers: the registry's constructor defaults, then the manifest's ``defaults`` block, then the model
+entry, then CLI flags. Unknown keys are rejected; a bad manifest is refused before any work starts,
+naming the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from diffplan.errors import ManifestError, ModelNotFoundError
+
+TASK_KIND = {"GridWorld": "grid", "GraphWorld": "graph"}
+RELEASE_FOLDERS = ("grid", "graph", "continuous")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """One data set the release needs: where it lives and the settings that generate it."""
+
+    path: Path
+    kind: Literal["grid", "graph"]
+    maze_size: int = Field(15, ge=5)
+    train_size: PositiveInt = 10000
+    valid_size: PositiveInt = 2000
+    test_size: PositiveInt = 2000
+    seed: int = 0
+    has_obstacle: bool = True
+    cont_action: bool = False
+
+    @model_validator(mode="after")
+    def _grid_has_no_graph_flags(self) -> DatasetSpec:
+        if self.kind == "grid" and self.cont_action:
+            raise ValueError("cont_action applies to graph data sets only")
+        return self
+
+
+class Target(_Strict):
+    """A release target: the model passes when ``metric`` on the test split is strictly above ``minimum``."""
+
+    metric: Literal["accuracy", "success", "optimality"] = "accuracy"
+    minimum: float = Field(ge=0.0, le=1.0)
+
+
+class ModelSpec(_Strict):
+    """Everything one model's training run needs (a resolved manifest entry)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    algorithm: str
+    task: Literal["GridWorld", "GraphWorld"]
+    data: Path
+    group: str | None = None
+    has_obstacle: bool = False
+    cont_action: bool = False
+    no_equiv_policy: bool = False
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    optimizer: Literal["RMSprop", "Adam", "AdamW", "SGD"] = "RMSprop"
+    weight_decay: float = Field(0.0, ge=0.0)
+    scheduler: Literal["none", "cosine", "plateau"] = "none"
+    gradient_clip: PositiveFloat | None = None
+    early_stopping_patience: PositiveInt | None = None
+    max_minutes: PositiveFloat | None = None
+    seed: int = 42
+    model: dict[str, Any] = Field(default_factory=dict)
+    folder: Literal["grid", "graph", "continuous"]
+    target: Target
+    notes: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``grid`` or ``graph``: the kind of data set and planner this entry uses."""
+        return TASK_KIND[self.task]
+
+    def model_args(self) -> dict[str, Any]:
+        """Constructor arguments for ``create_model(self.algorithm, **args)``."""
+        args = dict(self.model)
+        if self.group is not None:
+            args["group"] = self.group
+        if self.kind == "graph":
+            args["cont_action"] = self.cont_action
+        if self.no_equiv_policy:
+            args["no_equiv_policy"] = True
+        return args
+
+    def resolved(self) -> dict[str, Any]:
+        """The entry as plain data (what ``configs/<name>_config.yaml`` stores)."""
+        return self.model_dump(mode="json")
+
+
+class Manifest(_Strict):
+    """A parsed, validated release manifest."""
+
+    version: str = "1.0"
+    path: Path = Path("manifests/release_v1.yaml")
+    datasets: dict[str, DatasetSpec]
+    models: list[ModelSpec]
+
+    def model(self, name: str) -> ModelSpec:
+        """The entry called ``name``; an unknown name lists the valid ones."""
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        names = ", ".join(m.name for m in self.models)
+        raise ModelNotFoundError(f"{self.path}: no model named {name!r}; the manifest lists: {names}.")
+
+    def select(self, names: list[str] | None) -> list[ModelSpec]:
+        """The entries named (in manifest order), or all of them when ``names`` is empty."""
+        if not names:
+            return list(self.models)
+        for name in names:
+            self.model(name)
+        return [m for m in self.models if m.name in set(names)]
+
+    def dataset_for(self, spec: ModelSpec) -> DatasetSpec:
+        """The data set entry whose path is the model's ``data``."""
+        for dataset in self.datasets.values():
+            if dataset.path == spec.data:
+                return dataset
+        raise ManifestError(f"{self.path}: model {spec.name!r} uses data {spec.data}, which no data set lists.")
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(entry)"
+    return f"{where}: field {field!r}: {first['msg']}"
+
+
+def _check_model_args(spec: ModelSpec, where: str) -> None:
+    from diffplan.models import get_model_entry
+
+    try:
+        entry = get_model_entry(spec.algorithm)
+    except ModelNotFoundError as err:
+        raise ManifestError(f"{where}: field 'algorithm': {err}") from err
+    expected_kind = TASK_KIND[spec.task]
+    if entry.task != expected_kind:
+        raise ManifestError(
+            f"{where}: field 'task': {spec.algorithm} is a {entry.task} planner, but the entry says {spec.task}."
+        )
+    params = inspect.signature(entry.builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(spec.model_args()) - set(params))
+        if unknown:
+            raise ManifestError(
+                f"{where}: field 'model': {spec.algorithm} takes no argument {unknown[0]!r}; "
+                f"it takes: {', '.join(p for p in params if p != 'self')}."
+            )
+
+
+def parse_manifest(data: Any, path: Path) -> Manifest:
+    """Validate already-parsed YAML ``data`` read from ``path``."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a mapping with 'datasets' and 'models', got {type(data).__name__}.")
+    unknown = sorted(set(data) - {"version", "defaults", "datasets", "models"})
+    if unknown:
+        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; allowed: version, defaults, datasets, models.")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ManifestError(f"{path}: 'defaults' must be a mapping of entry fields.")
+
+    datasets: dict[str, DatasetSpec] = {}
+    raw_datasets = data.get("datasets") or {}
+    if not isinstance(raw_datasets, dict) or not raw_datasets:
+        raise ManifestError(f"{path}: 'datasets' must be a non-empty mapping of name -> data set.")
+    for key, raw in raw_datasets.items():
+        try:
+            datasets[key] = DatasetSpec.model_validate(raw)
+        except ValidationError as err:
+            raise ManifestError(_format_validation_error(err, f"{path}: datasets.{key}")) from err
+
+    raw_models = data.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise ManifestError(f"{path}: 'models' must be a non-empty list of model entries.")
+    models: list[ModelSpec] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_models):
+        label = raw.get("name", "?") if isinstance(raw, dict) else "?"
+        where = f"{path}: models[{index}] ({label})"
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{where}: expected a mapping of fields.")
+        merged = {**defaults, **raw}
+        merged["model"] = {**(defaults.get("model") or {}), **(raw.get("model") or {})}
+        try:
+            spec = ModelSpec.model_validate(merged)
+        except ValidationError as err:
+            raise ManifestError(_format_validation_error(err, where)) from err
+        if spec.name in seen:
+            raise ManifestError(f"{where}: field 'name': {spec.name!r} appears twice; names must be unique.")
+        seen.add(spec.name)
+        _check_model_args(spec, where)
+        if not any(d.path == spec.data for d in datasets.values()):
+            raise ManifestError(f"{where}: field 'data': {spec.data} is not one of the manifest's data sets.")
+        dataset = next(d for d in datasets.values() if d.path == spec.data)
+        if dataset.kind != spec.kind:
+            raise ManifestError(f"{where}: field 'data': {spec.data} is a {dataset.kind} data set; {spec.task} needs {spec.kind}.")
+        if spec.cont_action != dataset.cont_action:
+            raise ManifestError(
+                f"{where}: field 'cont_action': the entry says {spec.cont_action}, its data set {spec.data} says "
+                f"{dataset.cont_action}; make them agree."
+            )
+        models.append(spec)
+    return Manifest(version=str(data.get("version", "1.0")), path=path, datasets=datasets, models=models)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest file; raises ``ManifestError`` naming file, entry and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist; pass --manifest with the path of a release manifest.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ManifestError(f"{path}: not readable YAML ({err.__class__.__name__}: {str(err).splitlines()[0]}).") from err
+    return parse_manifest(data, path)

@@ -1,0 +1,44 @@
+"""Hands a summary of each finished epoch to a caller-supplied function (the CLI draws progress with it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One finished epoch: ``epoch`` counts from 1; metrics are floats or None when not logged."""
+
+    name: str
+    epoch: int
+    max_epochs: int
+    train_loss: float | None
+    val_accuracy: float | None
+    val_success: float | None
+    best_val_accuracy: float | None
+
+
+def _metric(trainer: pl.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
+
+
+class EpochReportCallback(pl.Callback):
+    """Calls ``report(EpochReport)`` after each training epoch (its validation has run by then)."""
+
+    def __init__(self, name: str, report: Callable[[EpochReport], None]) -> None:
+        self.name, self.report = name, report
+        self.best: float | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        accuracy = _metric(trainer, "val/accuracy")
+        if accuracy is not None:
+            self.best = accuracy if self.best is None else max(self.best, accuracy)
+        self.report(EpochReport(
+            name=self.name, epoch=trainer.current_epoch + 1, max_epochs=trainer.max_epochs or 0,
+            train_loss=_metric(trainer, "train/loss"), val_accuracy=accuracy,
+            val_success=_metric(trainer, "val/success"), best_val_accuracy=self.best,
+        ))

@@ -1,0 +1,126 @@
+"""The LightningModule shared by every planner, grid or graph.
+
+It takes primitives (planner name, constructor arguments, optimiser settings), saves them as
+hyper-parameters and builds the network through the registry, so a Lightning checkpoint reloads
+with ``PlannerModule.load_from_checkpoint(path)`` and no extra arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from diffplan.models import create_model, get_model_entry
+from diffplan.models._output import PlanOutput
+from diffplan.training.batching import nodes_to_grid
+from diffplan.training.losses import optimal_set_nll, vector_logits
+from diffplan.training.metrics import LOSS, score_logits
+
+OPTIMIZERS = {
+    "RMSprop": torch.optim.RMSprop,
+    "Adam": torch.optim.Adam,
+    "AdamW": torch.optim.AdamW,
+    "SGD": torch.optim.SGD,
+}
+
+
+def plan(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str) -> PlanOutput:
+    """Run a planner on a batch from ``diffplan.training.batching``."""
+    if kind == "grid":
+        return model(batch["maze"], batch["goal"])
+    return model(batch["x"], batch["edge_index"], batch["batch"])
+
+
+def scored_logits(output: PlanOutput, batch: dict[str, torch.Tensor], kind: str, continuous: bool):
+    """Action logits and optimal sets of the scored states only. Shapes: (N, 4), (N, 4) bool."""
+    if kind == "grid":
+        scored = batch["dist"] > 0  # (B, H, W)
+        return output.logits.permute(0, 2, 3, 1)[scored], batch["optimal"].permute(0, 2, 3, 1)[scored]
+    logits = vector_logits(output.logits) if continuous else output.logits
+    scored = batch["node_dist"] > 0
+    return logits[scored], batch["node_optimal"][scored]
+
+
+def grid_output(output: PlanOutput, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    """The planner's logits (or move vectors) on the grid. Shape: (B, 4 or 2, H, W)."""
+    return output.logits if kind == "grid" else nodes_to_grid(output.logits, batch, fill=0.0)
+
+
+def batch_metrics(
+    output: PlanOutput, batch: dict[str, torch.Tensor], kind: str, continuous: bool, has_obstacle: bool
+) -> dict[str, torch.Tensor]:
+    """Per-map metrics (DESIGN section 5) of one batch. Each value has shape (B,)."""
+    return score_logits(
+        batch["maze"], batch["goal"], batch["dist"], batch["optimal"], grid_output(output, batch, kind).detach(),
+        continuous=continuous, has_obstacle=has_obstacle,
+    )
+
+
+class PlannerModule(pl.LightningModule):
+    """Trains one planner with the optimal-set loss and logs the shared metrics per epoch.
+
+    Logged names: ``train/loss``, ``val/loss``, ``val/accuracy``, ``val/success``, ``val/optimality``
+    (``val/angle_error`` for continuous actions), the same under ``test/``, and planner stats
+    (e.g. ``train/solver_iterations``).
+    """
+
+    def __init__(
+        self,
+        algorithm: str,
+        model_args: dict[str, Any],
+        cont_action: bool = False,
+        has_obstacle: bool = True,
+        optimizer: str = "RMSprop",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler: str = "none",
+        epochs: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.kind = get_model_entry(algorithm).task
+        self.model = create_model(algorithm, **model_args)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PlanOutput:
+        return plan(self.model, batch, self.kind)
+
+    def _loss(self, output: PlanOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, optimal = scored_logits(output, batch, self.kind, self.hparams.cont_action)
+        return optimal_set_nll(logits, optimal)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        output = self(batch)
+        loss = self._loss(output, batch)
+        size = batch["maze"].shape[0]
+        self.log(f"train/{LOSS}", loss, on_step=False, on_epoch=True, batch_size=size)
+        for key, value in output.stats.items():
+            self.log(f"train/{key}", float(value), on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        output = self(batch)
+        size = batch["maze"].shape[0]
+        self.log(f"{stage}/{LOSS}", self._loss(output, batch), on_epoch=True, batch_size=size)
+        metrics = batch_metrics(output, batch, self.kind, self.hparams.cont_action, self.hparams.has_obstacle)
+        for key, per_map in metrics.items():
+            # Weighted by batch size, the epoch value is the mean over maps of the per-map means.
+            self.log(f"{stage}/{key}", per_map.mean(), on_epoch=True, batch_size=size)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp.epochs)
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if hp.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/accuracy"}}
+        return optimizer
