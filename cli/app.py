@@ -16,7 +16,10 @@ from typer.core import TyperGroup
 import diffplan
 from diffplan.errors import DiffplanError
 from diffplan_cli import data as data_commands
+from diffplan_cli import inspect as inspect_command
+from diffplan_cli import package as package_command
 from diffplan_cli import train as train_command
+from diffplan_cli import validate as validate_command
 from diffplan_cli._common import err_console
 
 
@@ -46,6 +49,9 @@ app = typer.Typer(
 )
 app.add_typer(data_commands.app, name="data")
 app.command()(train_command.train)
+app.command()(validate_command.validate)
+app.command()(inspect_command.inspect)
+app.command()(package_command.package)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,230 @@
+"""`diffplan data`: generate the maze data sets and describe data-set files."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, JsonOpt, ManifestOpt, console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from diffplan.envs import (
+    check_generation,
+    dataset_info,
+    generate_dataset,
+    read_metadata,
+    settings_differences,
+)
+from diffplan.errors import BadInputError
+
+app = typer.Typer(help="Generate the maze data sets and describe data-set files.", no_args_is_help=True)
+
+DEFAULTS: dict[str, Any] = {
+    "maze_size": 15,
+    "train_size": 10000,
+    "valid_size": 2000,
+    "test_size": 2000,
+    "seed": 0,
+    "has_obstacle": True,
+    "cont_action": False,
+}
+
+
+class Kind(str, Enum):
+    grid = "grid"
+    graph = "graph"
+
+
+def _size(value: int) -> str:
+    return f"{value / 1e6:.1f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
+
+
+def _plan(manifest: Path, force: bool) -> list[tuple[str, Path, dict[str, Any], bool]]:
+    """(name, path, settings, generate?) per manifest data set; refuses conflicts before any work."""
+    from diffplan.release.manifest import load_manifest
+
+    plan = []
+    for name, spec in load_manifest(manifest).datasets.items():
+        settings = {key: getattr(spec, key) for key in ("kind", *DEFAULTS)}
+        if spec.path.exists() and not force:
+            differences = settings_differences(spec.path, **settings)
+            if differences:
+                raise BadInputError(
+                    f"{spec.path} (data set {name!r} of {manifest}) already exists but {differences[0]}; "
+                    "pass --force to regenerate it."
+                )
+            plan.append((name, spec.path, settings, False))
+            continue
+        check_generation(output=spec.path, force=force, **settings)
+        plan.append((name, spec.path, settings, True))
+    return plan
+
+
+def _explicit(
+    kind: Kind, output: Path | None, options: dict[str, Any]
+) -> tuple[str, Path, dict[str, Any], bool]:
+    settings = {"kind": kind.value, **DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if output is None:
+        suffix = ".npz" if kind is Kind.grid else ".pth"
+        output = Path("data") / f"m{settings['maze_size']}_{kind.value}_seed{settings['seed']}{suffix}"
+    return (output.stem, output, settings, True)
+
+
+@app.command()
+def generate(
+    manifest: ManifestOpt = None,
+    kind: Annotated[
+        Kind | None,
+        typer.Option(help="Generate one data set of this kind from the options below instead of a manifest."),
+    ] = None,
+    maze_size: Annotated[
+        int | None, typer.Option(help="Maze side length, odd and >= 5 (default 15).")
+    ] = None,
+    train_size: Annotated[int | None, typer.Option(help="Training mazes (default 10000).")] = None,
+    valid_size: Annotated[int | None, typer.Option(help="Validation mazes (default 2000).")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Test mazes (default 2000).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed; the same seed gives the same mazes (default 0).")
+    ] = None,
+    has_obstacle: Annotated[
+        bool | None,
+        typer.Option(
+            "--has-obstacle/--no-has-obstacle",
+            help="Graph only: every cell is a node (obstacles included), or only free cells (default has).",
+        ),
+    ] = None,
+    cont_action: Annotated[
+        bool | None, typer.Option("--cont-action", help="Graph only: label nodes with move vectors (dy, dx).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file (.npz grid, .pth graph) (default data/m<size>_<kind>_seed<seed>.<ext>)."
+        ),
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Generate the data sets a manifest lists, or one data set from --kind and its options."""
+    options = {
+        "maze_size": maze_size,
+        "train_size": train_size,
+        "valid_size": valid_size,
+        "test_size": test_size,
+        "seed": seed,
+        "has_obstacle": has_obstacle,
+        "cont_action": cont_action,
+    }
+    if kind is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given or output is not None:
+            raise BadInputError(
+                f"{(given or ['--output'])[0]} needs --kind grid|graph; or drop it and use --manifest."
+            )
+        plan = _plan(manifest or DEFAULT_MANIFEST, force)
+    elif manifest is not None:
+        raise BadInputError("pass either --manifest or --kind with its options, not both.")
+    else:
+        plan = [_explicit(kind, output, options)]
+        _, path, settings, _ = plan[0]
+        check_generation(output=path, force=force, **settings)
+
+    rows = []
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        for name, path, settings, make in plan:
+            splits = "/".join(str(settings[f"{s}_size"]) for s in ("train", "valid", "test"))
+            if not make:
+                fingerprint = (read_metadata(path) or {}).get("fingerprint", "?")
+                rows.append((name, str(path), splits, path.stat().st_size, fingerprint, None, "skipped"))
+                continue
+            task = progress.add_task(name, total=None)
+            summary = generate_dataset(
+                output=path,
+                force=force,
+                progress=lambda done, total, task=task: progress.update(task, completed=done, total=total),
+                **settings,
+            )
+            row = (
+                name,
+                summary["path"],
+                splits,
+                summary["bytes"],
+                summary["fingerprint"],
+                summary["seconds"],
+            )
+            rows.append((*row, "generated"))
+    console.print(_summary_table(rows))
+
+
+def _summary_table(rows: list[tuple]) -> Table:
+    table = Table(title="Data sets")
+    for column in ("Data set", "File", "Splits (train/valid/test)", "Size", "Fingerprint", "Seconds"):
+        table.add_column(
+            column, justify="right" if column in ("Size", "Seconds") else "left", overflow="fold"
+        )
+    table.add_column("Status", no_wrap=True)
+    for name, path, splits, size, fingerprint, seconds, status in rows:
+        shown = "-" if seconds is None else f"{seconds:.1f}"
+        table.add_row(name, path, splits, _size(size), fingerprint[:12], shown, status)
+    if any(row[-1] == "skipped" for row in rows):
+        table.caption = "skipped: already there with the same settings; --force regenerates it."
+    return table
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="A data-set file: grid .npz or graph .pth.")],
+    json_output: JsonOpt = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle", help="Allow the published graph pickle; unpickling runs code from the file."
+        ),
+    ] = False,
+) -> None:
+    """Describe a data-set file: layout, splits, statistics, fingerprint, labels."""
+    described = dataset_info(path, trust_pickle=trust_pickle)
+    if json_output:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    summary = Table(title=str(path), show_header=False)
+    summary.add_column("Field", style="bold")
+    summary.add_column("Value")
+    ok = described["fingerprint_ok"]
+    check = {True: "[green]matches the stored one[/]", False: "[red]DIFFERS from the stored one[/]"}
+    rows = {
+        "Layout": described["layout"],
+        "Kind": described["kind"],
+        "Maze size": str(described["maze_size"]),
+        "Mechanism": described["mechanism"],
+        "Size on disk": _size(described["bytes"]),
+        "Labels in the file": ", ".join(described["labels"]) + " (recomputed on load)",
+        "Fingerprint": f"{described['fingerprint']} {check.get(ok, '(none stored)')}",
+    }
+    if described["kind"] == "graph":
+        rows["Has obstacle"] = str(described["has_obstacle"])
+        rows["Continuous actions"] = str(described["cont_action"])
+    if described["metadata"]:
+        rows["Seed"] = str(described["metadata"].get("seed"))
+    for field, value in rows.items():
+        summary.add_row(field, value)
+    console.print(summary)
+
+    splits = Table(title="Splits (BFS distance of reachable cells)")
+    for column in ("Split", "Mazes", "Free fraction mean [min, max]", "<=10", "<=20", "<=30", "<=45", "Max"):
+        splits.add_column(column, justify="left" if column == "Split" else "right")
+    for name, stats in described["splits"].items():
+        free = stats["free_fraction"]
+        within = [f"{100 * stats['reachable_within'][k]:.1f}%" for k in ("10", "20", "30", "45")]
+        splits.add_row(
+            name,
+            str(stats["mazes"]),
+            f"{free['mean']:.3f} [{free['min']:.3f}, {free['max']:.3f}]",
+            *within,
+            str(stats["max_distance"]),
+        )
+    console.print(splits)

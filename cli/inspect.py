@@ -1,0 +1,149 @@
+"""`diffplan inspect`: one release model in depth, and optionally a drawn test maze."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from diffplan_cli._common import DEFAULT_MANIFEST, JsonOpt, console
+from diffplan_cli.validate import ReleaseRootOpt
+from rich.table import Table
+
+from diffplan.release.inspection import Inspection, inspect_model, plot_test_map
+from diffplan.release.manifest import load_manifest
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _key_values(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _render(result: Inspection) -> None:
+    match = {
+        True: "[green]matches the metadata[/]",
+        False: "[red]differs from the metadata[/]",
+        None: "[yellow]no metadata to compare[/]",
+    }[result.sha256_matches_metadata]
+    console.print(
+        _key_values(
+            f"{result.name}",
+            [
+                ("algorithm", result.algorithm),
+                ("kind", str(result.kind)),
+                ("checkpoint", str(result.checkpoint)),
+                ("size", f"{result.size_mb:.3f} MB"),
+                ("sha256", f"{result.sha256} ({match})"),
+                ("flags", ", ".join(f"{k}={v}" for k, v in sorted(result.extra.items())) or "-"),
+                ("data", f"{result.data_path or '-'} (fingerprint {result.data_fingerprint or '-'})"),
+            ],
+        )
+    )
+    info = result.info or {}
+    if result.info_problem:
+        console.print(f"[yellow]metadata:[/] {result.info_problem}", highlight=False, soft_wrap=True)
+    if info:
+        perf, stats, run = (
+            info.get("performance", {}),
+            info.get("model_stats", {}),
+            info.get("training_run", {}),
+        )
+        target = info.get("target", {})
+        rows = [
+            ("test accuracy", f"{_pct(perf.get('test_accuracy'))} (target > {_pct(target.get('minimum'))})"),
+            ("test success", _pct(perf.get("test_success"))),
+            ("test optimality", _pct(perf.get("test_optimality"))),
+            ("validation accuracy", _pct(perf.get("validation_accuracy"))),
+            ("final loss", str(perf.get("final_loss"))),
+            ("epochs run / best", f"{run.get('epochs_run', '-')} / {run.get('best_epoch', '-')}"),
+            ("training time", f"{stats.get('training_time_hours', 0):.3f} h"),
+            ("created", str(info.get("created_date", "-"))),
+            ("hardware", ", ".join(f"{k}={v}" for k, v in sorted(info.get("hardware", {}).items())) or "-"),
+            (
+                "libraries",
+                ", ".join(f"{k} {v}" for k, v in sorted(info.get("library_versions", {}).items())) or "-",
+            ),
+            ("notes", str(info.get("notes", ""))),
+        ]
+        if perf.get("test_angle_error_degrees") is not None:
+            rows.insert(3, ("test angle error", f"{perf['test_angle_error_degrees']:.2f} degrees"))
+        console.print(_key_values("Metadata", rows))
+    params = Table(title="Parameters", title_justify="left")
+    params.add_column("module")
+    params.add_column("parameters", justify="right")
+    for module, count in result.parameters.items():
+        params.add_row(module, f"{count:,}")
+    params.add_row("[bold]total[/]", f"[bold]{result.total_parameters:,}[/]")
+    console.print(params)
+    if result.config is not None:
+        console.print(f"[bold]Resolved config[/] ({result.config_path})")
+        console.print(yaml.safe_dump(result.config, sort_keys=False).rstrip(), highlight=False, markup=False)
+    curve = result.curve
+    if curve is None:
+        console.print("Training curve: no runs/<name>/logs/metrics.csv here.")
+    else:
+        console.print(
+            _key_values(
+                f"Training curve ({curve.path})",
+                [
+                    ("epochs logged", str(curve.epochs)),
+                    (
+                        "best epoch",
+                        f"{curve.best_epoch} (validation accuracy {_pct(curve.best_val_accuracy)})",
+                    ),
+                    (
+                        "final training loss",
+                        "-" if curve.final_train_loss is None else f"{curve.final_train_loss:.4f}",
+                    ),
+                ],
+            )
+        )
+
+
+def inspect(
+    model: Annotated[str, typer.Argument(help="Release model name (e.g. VIN_maze15) or checkpoint path.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", "-m", help=f"Release manifest (default {DEFAULT_MANIFEST} if present)."),
+    ] = None,
+    release_root: ReleaseRootOpt = Path("pretrained_models"),
+    run_root: Annotated[
+        Path, typer.Option("--run-root", help="Folder of the training runs (for the curve).")
+    ] = Path("runs"),
+    json_out: JsonOpt = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw one test maze with values and policy (PNG).")
+    ] = None,
+    index: Annotated[int, typer.Option("--index", help="Which test maze to draw.")] = 0,
+    data: Annotated[Path | None, typer.Option("--data", help="Draw from this data set's test split.")] = None,
+) -> None:
+    """Show a release model's metadata, config, parameters, file and training curve (weights-only read)."""
+    manifest_path = manifest if manifest is not None else DEFAULT_MANIFEST
+    spec = load_manifest(manifest_path) if manifest is not None or DEFAULT_MANIFEST.is_file() else None
+    result = inspect_model(model, manifest=spec, release_root=release_root, run_root=run_root)
+    scores = None
+    if plot is not None:
+        scores = plot_test_map(result, plot, index, data=data, manifest_path=manifest_path if spec else None)
+    if json_out:
+        payload = result.to_dict()
+        if plot is not None:
+            payload["plot"] = {"path": str(plot), "index": index, "scores": scores}
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+    _render(result)
+    if plot is not None:
+        console.print(
+            f"Drew test map {index} to {plot}: accuracy {_pct(scores['accuracy'])}, "
+            f"success {_pct(scores['success'])}.",
+            highlight=False,
+        )

@@ -1,0 +1,132 @@
+"""`diffplan validate`: run the release checks on trained models, one verdict per check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from diffplan_cli._common import DEFAULT_MANIFEST, ManifestOpt, console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from diffplan._atomic import atomic_write_text
+from diffplan.errors import BadInputError
+from diffplan.release.manifest import load_manifest
+from diffplan.release.validation import FAIL, ValidationReport, validate_models, write_results
+
+ReleaseRootOpt = Annotated[Path, typer.Option("--release-root", help="Folder of the release files.")]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def results_table(report: ValidationReport) -> Table:
+    """One row per model: scores against the target, size, speed and the verdict."""
+    title = "Release validation" + (f" (scored on {report.data_override})" if report.data_override else "")
+    table = Table(title=title)
+    for column in (
+        "model",
+        "accuracy",
+        "target",
+        "success",
+        "optimality",
+        "parameters",
+        "size",
+        "latency",
+        "status",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+    for m in report.models:
+        failed = len(m.failed)
+        status = "[green]pass[/]" if m.passed else f"[red]fail ({failed} check{'s' if failed > 1 else ''})[/]"
+        table.add_row(
+            m.name,
+            _pct(m.scores.get("accuracy")),
+            f"> {_pct(m.target)}",
+            _pct(m.scores.get("success")),
+            _pct(m.scores.get("optimality")),
+            "-" if m.parameters is None else f"{m.parameters:,}",
+            "-" if m.size_mb is None else f"{m.size_mb:.2f} MB",
+            "-" if m.latency_ms is None else f"{m.latency_ms:.1f} ms",
+            status,
+        )
+    return table
+
+
+def print_report(report: ValidationReport) -> None:
+    """The table, then every failed check in words (and notes on what was skipped and why)."""
+    console.print(results_table(report))
+    for m in report.models:
+        if m.data_note:
+            console.print(
+                f"[yellow]{m.name}[/]: {m.data_note}; fingerprint and recorded-score checks skipped."
+            )
+        for check in m.checks:
+            if check.status == FAIL:
+                console.print(
+                    f"[red]FAIL[/] {m.name} · {check.name} ({check.title}): {check.message}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    verdict = "[green]all checks passed[/]" if report.passed else "[red]some checks failed[/]"
+    console.print(f"{len(report.models)} model(s) validated in {report.seconds:.1f} s: {verdict}.")
+
+
+def run_validation(manifest, names, release_root, data=None, limit=None) -> ValidationReport:
+    """Validate with a progress bar (shared with `package`)."""
+    with Progress(
+        TextColumn("[bold]validate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=len(manifest.select(names)))
+
+        def report(name: str, index: int, total: int) -> None:
+            progress.update(task, completed=index, description=name)
+
+        result = validate_models(
+            manifest, names, release_root=release_root, data=data, limit=limit, progress=report
+        )
+        progress.update(task, completed=len(result.models))
+    return result
+
+
+def validate(
+    names: Annotated[list[str] | None, typer.Argument(help="Release models to check (or --all).")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Check every model of the manifest.")] = False,
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    release_root: ReleaseRootOpt = Path("pretrained_models"),
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Score on this data set's test split instead of each model's own."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N test maps.")] = None,
+) -> None:
+    """Check trained release models: files, checksums, safe loading, scores against targets, symmetry."""
+    if not names and not all_models:
+        raise BadInputError("name the models to check, or pass --all to check every model of the manifest.")
+    if names and all_models:
+        raise BadInputError("give model names or --all, not both.")
+    if json_path is not None and not json_path.parent.is_dir():
+        raise BadInputError(
+            f"folder {json_path.parent} for --json does not exist; create it or choose another path."
+        )
+    spec = load_manifest(manifest)
+    report = run_validation(spec, names, release_root, data, limit)
+    written = write_results(report, release_root)
+    print_report(report)
+    console.print(f"Results stored in {written[-1].parent}/", highlight=False)
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
+    if not report.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,285 @@
+"""Data-set files: generate, load one split, describe, fingerprint (DESIGN sections 3 and 4).
+
+Two kinds of file, told apart by content, not by name:
+
+- grid ``.npz``: the published nine-array layout first (readable by every nine-array reader), then
+  named arrays with every optimal action and the generation metadata (see ``_grid_file``). The
+  published nine- and twelve-array files load too.
+- graph ``.pth``: compact tensors and plain containers, loadable with ``torch.load(weights_only=True)``
+  (see ``_graph_file``). The published pickle loads only with ``trust_pickle=True``.
+
+Loading always recomputes BFS distances and optimal-action sets from maze + goal, whatever labels the
+file carries. The fingerprint is a sha256 over the stored arrays (name, dtype, shape, bytes), so it names
+the content, not the zip bytes; our files record it in their metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+import diffplan
+from diffplan.envs._files import SPLITS, check_output, fingerprint, sniff, write_atomic
+from diffplan.envs._graph_file import GRAPH_FORMAT, GraphFile, graph_payload
+from diffplan.envs._grid_file import GRID_FORMAT, GridFile, grid_arrays, write_grid
+from diffplan.envs.actions import MECHANISM
+from diffplan.envs.expert import bfs_distances, expert_labels, random_tie_policy
+from diffplan.envs.generator import check_maze_size, generate_mazes, goal_maps
+from diffplan.envs.graph import build_graph_split, lattice_edge_index
+from diffplan.envs.splits import GraphSplit, GridSplit, make_grid_split
+from diffplan.errors import BadInputError, DataFileError
+
+DISTANCE_STEPS = (10, 20, 30, 45)
+GENERATOR = (
+    "dfs-carve+decimation-U(0,1); goal uniform interior, forced free, >=2 reachable; (maze, goal) unique"
+)
+SUFFIX = {"grid": ".npz", "graph": ".pth"}
+SETTINGS = (
+    "kind",
+    "maze_size",
+    "train_size",
+    "valid_size",
+    "test_size",
+    "seed",
+    "has_obstacle",
+    "cont_action",
+)
+
+
+def _open(path: Path, trust_pickle: bool) -> GridFile | GraphFile:
+    path = Path(path)
+    return GridFile(path) if sniff(path) == "npz" else GraphFile(path, trust_pickle=trust_pickle)
+
+
+def check_generation(
+    kind: str,
+    output: Path,
+    *,
+    maze_size: int = 15,
+    train_size: int = 10000,
+    valid_size: int = 2000,
+    test_size: int = 2000,
+    seed: int = 0,
+    has_obstacle: bool = True,
+    cont_action: bool = False,
+    force: bool = False,
+) -> None:
+    """Refuse settings ``generate_dataset`` would refuse, before any work (callers planning several runs).
+
+    Raises ``BadInputError`` for a bad setting and ``DataFileError`` for an output that cannot be written.
+    """
+    output = Path(output)
+    if kind not in SUFFIX:
+        raise BadInputError(f"unknown data-set kind {kind!r}; use 'grid' or 'graph'.")
+    for split, size in {"train": train_size, "valid": valid_size, "test": test_size}.items():
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise BadInputError(
+                f"{split} size must be a positive number of mazes, got {size!r}; "
+                f"pass --{split}-size 1 or more."
+            )
+    check_maze_size(maze_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise BadInputError(f"seed must be a non-negative integer, got {seed!r}; pass --seed 0 or more.")
+    if kind == "grid" and cont_action:
+        raise BadInputError("--cont-action applies to graph data sets only; drop it or use --kind graph.")
+    if kind == "grid" and not has_obstacle:
+        raise BadInputError("--no-has-obstacle applies to graph data sets only; drop it or use --kind graph.")
+    if output.suffix != SUFFIX[kind]:
+        raise BadInputError(
+            f"{kind} data sets are {SUFFIX[kind]} files, but the output is {output}; rename it."
+        )
+    check_output(output, force=force)
+
+
+def generate_dataset(
+    kind: Literal["grid", "graph"],
+    output: Path,
+    *,
+    maze_size: int = 15,
+    train_size: int = 10000,
+    valid_size: int = 2000,
+    test_size: int = 2000,
+    seed: int = 0,
+    has_obstacle: bool = True,
+    cont_action: bool = False,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate a data set of the DESIGN maze distribution and write it atomically to ``output``.
+
+    The same seed gives the same mazes and goals for both kinds. ``progress(done, total)`` is called
+    with work units: generating, labelling and writing each count ``train + valid + test``.
+
+    Returns ``{"path", "kind", "splits": {split: n}, "bytes", "fingerprint", "seconds"}``.
+    Raises ``BadInputError`` for bad settings and ``DataFileError`` for an output that cannot be written
+    (missing folder, a folder, an existing file without ``force``); nothing is written then.
+    """
+    start = time.perf_counter()
+    output = Path(output)
+    sizes = {"train": train_size, "valid": valid_size, "test": test_size}
+    check_generation(
+        kind,
+        output,
+        maze_size=maze_size,
+        **{f"{k}_size": v for k, v in sizes.items()},
+        seed=seed,
+        has_obstacle=has_obstacle,
+        cont_action=cont_action,
+        force=force,
+    )
+    total = sum(sizes.values())
+    report = progress or (lambda done, total: None)
+
+    maze_seed, tie_seed = np.random.SeedSequence(int(seed)).spawn(2)
+    mazes, goal_cell = generate_mazes(
+        total,
+        maze_size,
+        rng=np.random.default_rng(maze_seed),
+        progress=lambda done, _: report(done, 3 * total),
+    )
+    tie_rng = np.random.default_rng(tie_seed)
+    bounds = np.cumsum([0, *sizes.values()])
+    labelled = {}
+    for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
+        goal = goal_maps(goal_cell[lo:hi], maze_size, maze_size)
+        _, optimal = expert_labels(mazes[lo:hi], goal)
+        if kind == "grid":
+            labelled[split] = (mazes[lo:hi], goal, random_tie_policy(optimal, tie_rng), optimal)
+        else:
+            labelled[split] = (mazes[lo:hi], goal_cell[lo:hi], optimal)
+        report(total + int(hi), 3 * total)
+
+    metadata = {
+        "format": GRID_FORMAT if kind == "grid" else GRAPH_FORMAT,
+        "kind": kind,
+        "maze_size": maze_size,
+        "mechanism": MECHANISM,
+        "has_obstacle": has_obstacle,
+        "cont_action": cont_action,
+        "seed": int(seed),
+        "splits": {k: int(v) for k, v in sizes.items()},
+        "generator": GENERATOR,
+        "diffplan_version": diffplan.__version__,
+    }
+    if kind == "grid":
+        arrays = grid_arrays(labelled)
+        metadata["fingerprint"] = fingerprint(arrays)
+        write_atomic(output, lambda file: write_grid(file, arrays, metadata), force=force)
+    else:
+        payload = graph_payload(labelled, lattice_edge_index(maze_size, maze_size), metadata)
+        metadata = payload["metadata"]
+        write_atomic(output, lambda file: torch.save(payload, file), force=force)
+    report(3 * total, 3 * total)
+    return {
+        "path": str(output),
+        "kind": kind,
+        "splits": dict(metadata["splits"]),
+        "bytes": output.stat().st_size,
+        "fingerprint": metadata["fingerprint"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def load_split(
+    path: Path, split: Literal["train", "valid", "test"], *, trust_pickle: bool = False
+) -> GridSplit | GraphSplit:
+    """One split of a grid (``GridSplit``) or graph (``GraphSplit``) data set, labels recomputed.
+
+    Reads our files, the published nine- and twelve-array ``.npz`` and, with ``trust_pickle=True``,
+    the published graph pickle. Raises ``DataFileError`` for a missing, truncated, corrupted or
+    inconsistent file, or an unknown layout.
+    """
+    if split not in SPLITS:
+        raise BadInputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    data = _open(Path(path), trust_pickle)
+    if isinstance(data, GridFile):
+        return make_grid_split(*data.split(split))
+    maze, goal_cell = data.splits[split]
+    return build_graph_split(maze, goal_cell, has_obstacle=data.has_obstacle, cont_action=data.cont_action)
+
+
+def file_fingerprint(path: Path, *, trust_pickle: bool = False) -> str:
+    """Recompute the content fingerprint (sha256 hex) of a data-set file; see the module docstring."""
+    return _open(Path(path), trust_pickle).content_fingerprint()
+
+
+def _split_stats(maze: np.ndarray, goal_cell: np.ndarray) -> dict[str, Any]:
+    n, h, w = maze.shape
+    free = maze.reshape(n, -1).mean(axis=1)
+    reach = bfs_distances(maze, goal_maps(goal_cell, h, w))
+    reach = reach[reach >= 0]
+    return {
+        "mazes": int(n),
+        "shape": [int(n), int(h), int(w)],
+        "free_fraction": {"mean": float(free.mean()), "min": float(free.min()), "max": float(free.max())},
+        "reachable_within": {str(k): float((reach <= k).mean()) for k in DISTANCE_STEPS},
+        "max_distance": int(reach.max()),
+    }
+
+
+def dataset_info(path: Path, *, trust_pickle: bool = False) -> dict[str, Any]:
+    """Describe a data-set file: layout, kind, settings, per-split statistics, fingerprint, labels.
+
+    Per split: the number of mazes and their shape, the free-cell fraction (mean, min, max), the share
+    of reachable cells (goal included) within 10/20/30/45 BFS steps, and the largest distance.
+    ``fingerprint`` is recomputed; ``fingerprint_ok`` compares it with the stored one (None if none).
+    """
+    path = Path(path)
+    data = _open(path, trust_pickle)
+    if isinstance(data, GridFile):
+        splits = {split: data.split(split) for split in SPLITS}
+        kind, has_obstacle, cont_action = "grid", True, False
+    else:
+        splits = data.splits
+        kind, has_obstacle, cont_action = "graph", data.has_obstacle, data.cont_action
+    stored = (data.metadata or {}).get("fingerprint")
+    recomputed = data.content_fingerprint()
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "layout": data.layout,
+        "kind": kind,
+        "maze_size": data.height,
+        "mechanism": MECHANISM,
+        "has_obstacle": has_obstacle,
+        "cont_action": cont_action,
+        "labels": data.labels(),
+        "fingerprint": recomputed,
+        "stored_fingerprint": stored,
+        "fingerprint_ok": None if stored is None else stored == recomputed,
+        "metadata": data.metadata,
+        "splits": {split: _split_stats(*arrays) for split, arrays in splits.items()},
+    }
+
+
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """The generation metadata a diffplan file stores (None for published files); nothing recomputed."""
+    return _open(Path(path), trust_pickle=False).metadata
+
+
+def settings_differences(path: Path, **settings: Any) -> list[str]:
+    """How the data set at ``path`` differs from the generation ``settings`` (empty = the same).
+
+    ``settings`` are ``generate_dataset``'s: kind, maze_size, train/valid/test_size, seed, has_obstacle,
+    cont_action. A file that is not one of ours, or does not read, differs by definition.
+    """
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise BadInputError(f"unknown data-set setting {sorted(unknown)[0]!r}; known: {', '.join(SETTINGS)}.")
+    try:
+        metadata = read_metadata(path)
+    except DataFileError as err:
+        return [f"it does not read ({err})"]
+    if metadata is None:
+        return ["it was not generated by diffplan"]
+    stored = {**metadata, **{f"{k}_size": v for k, v in metadata.get("splits", {}).items()}}
+    return [
+        f"{key}: the file has {stored.get(key)!r}, wanted {value!r}"
+        for key, value in settings.items()
+        if stored.get(key) != value
+    ]

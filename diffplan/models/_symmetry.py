@@ -1,0 +1,114 @@
+"""Symmetry groups for equivariant planners: groups by name, action fields, steerable filters.
+
+Groups are the finite subgroups of O(2) that act on a pixel grid, chosen by name:
+
+    "c4"  rotations by 90 degrees                      (escnn ``rot2dOnR2(N=4)``, 4 elements)
+    "d4"  rotations by 90 degrees and reflections      (escnn ``flipRot2dOnR2(N=4)``, 8 elements)
+    "c8"  rotations by 45 degrees                      (escnn ``rot2dOnR2(N=8)``, 8 elements)
+    "d8"  rotations by 45 degrees and reflections      (escnn ``flipRot2dOnR2(N=8)``, 16 elements)
+
+escnn's conventions, checked against torch (tests/models/test_grid_planners.py re-checks them through the
+planners): the rotation by 90 degrees acts on an image like ``torch.rot90(x, 1, dims=(-2, -1))`` and the
+reflection ``(-, 0)`` like ``torch.flip(x, dims=(-1,))``. On the action field below, that rotation moves
+channel ``a`` to ``a + 1`` and the reflection swaps channels 1 and 3: exactly what DESIGN section 3 asks
+of the actions N, W, S, E, so channel ``a`` *is* action ``a`` and no permutation is needed.
+
+Rotations by 45 degrees (c8/d8) do not map the pixel grid to itself, so those groups are equivariant only
+up to interpolation error for odd multiples of 45 degrees; their 90-degree rotations and reflections are
+exact.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from escnn import gspaces
+from escnn import nn as enn
+from torch import nn
+
+from diffplan.errors import BadInputError
+
+GROUPS: tuple[str, ...] = ("c4", "d4", "c8", "d8")
+
+
+@lru_cache(maxsize=None)
+def get_gspace(group: str) -> gspaces.GSpace2D:
+    """The escnn group space acting on the plane for a group name ("c4", "d4", "c8", "d8")."""
+    name = group.lower()
+    if name not in GROUPS:
+        raise BadInputError(f"unknown symmetry group {group!r}; use one of {', '.join(GROUPS)}.")
+    order = int(name[1:])
+    return gspaces.flipRot2dOnR2(N=order) if name[0] == "d" else gspaces.rot2dOnR2(N=order)
+
+
+def group_size(gspace: gspaces.GSpace2D) -> int:
+    """Number of group elements = number of channels of one regular field."""
+    return gspace.fibergroup.order()
+
+
+def action_field(gspace: gspaces.GSpace2D) -> tuple[enn.FieldType, list[int]]:
+    """The field type of the equivariant policy head and which of its channels are N, W, S, E.
+
+    The head's channels are the directions the group moves a "north" arrow to: the quotient of the group
+    by the reflection that fixes north (dihedral groups) or the regular representation (cyclic groups),
+    one channel per direction, counter-clockwise from north. For 90-degree groups these are the four
+    actions; for 45-degree groups (8 directions) the actions are every second channel (0, 2, 4, 6), and
+    the diagonal channels are dropped, which keeps the four logits equivariant under the 90-degree
+    rotations and reflections.
+    """
+    rep = gspace.quotient_repr(subgroup_id=(0, 1)) if gspace.flips_order > 0 else gspace.regular_repr
+    step = rep.size // 4
+    return enn.FieldType(gspace, [rep]), list(range(0, rep.size, step))
+
+
+class SteerableFilter(nn.Module):
+    """The weights of one equivariant convolution, expanded to a plain filter on demand.
+
+    Holds only the trainable basis coefficients (``weights``, and ``bias`` when asked), so the state dict
+    has the same keys in training and evaluation mode: escnn's ``R2Conv`` caches its expanded filter as a
+    buffer in eval mode only, which breaks strict loading across modes; here the basis samples are
+    non-persistent buffers rebuilt by the constructor. Call the module once per forward pass and reuse the
+    filter with ``F.conv2d`` (e.g. across value-iteration steps) instead of re-expanding per step.
+
+    Args:
+        in_type, out_type: escnn field types of the input and output.
+        kernel_size: odd filter size.
+        bias: learn an (equivariant) bias.
+        init: "he" (escnn's generalised He initialisation) or "zeros".
+
+    Shapes:
+        forward() -> filter (out_type.size, in_type.size, k, k), bias (out_type.size,) or None.
+    """
+
+    def __init__(
+        self,
+        in_type: enn.FieldType,
+        out_type: enn.FieldType,
+        kernel_size: int,
+        *,
+        bias: bool = False,
+        init: str = "he",
+    ) -> None:
+        super().__init__()
+        conv = enn.R2Conv(in_type, out_type, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.kernel_size = kernel_size
+        self.in_size, self.out_size = in_type.size, out_type.size
+        self.basis = conv._basisexpansion  # escnn has no public accessor for the basis
+        for module in self.basis.modules():  # basis samples: constants rebuilt by the constructor
+            for name, buf in list(module._buffers.items()):
+                if buf is not None:
+                    module.register_buffer(name, buf, persistent=False)
+        weights = conv.weights.detach().clone()
+        self.weights = nn.Parameter(torch.zeros_like(weights) if init == "zeros" else weights)
+        if bias:
+            self.bias = nn.Parameter(conv.bias.detach().clone())
+            self.register_buffer("bias_expansion", conv.bias_expansion.detach().clone(), persistent=False)
+        else:
+            self.bias = None
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        k = self.kernel_size
+        weight = self.basis(self.weights).reshape(self.out_size, self.in_size, k, k)
+        bias = self.bias_expansion @ self.bias if self.bias is not None else None
+        return weight, bias

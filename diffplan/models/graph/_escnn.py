@@ -1,0 +1,133 @@
+"""escnn building blocks for Sym-MP-VIN: groups without a spatial base, equivariant dense weights.
+
+Node features of a graph planner are fibers of ``escnn.gspaces.no_base_space(G)``: the relative position
+``pos_j - pos_i`` is the standard 2-d representation, goal/obstacle flags are trivial, hidden and Q fields
+are regular. Every equivariant linear map is an ``EqLinear`` whose dense matrix is expanded from its basis
+once per forward pass and then used with plain torch ops, so K value-iteration steps do not re-expand it.
+
+Coordinates: a relative position (dy, dx) in (row, col) cell units is fed to escnn as the vector
+(u1, u2) = (dy, dx) unchanged. escnn's rotation by +90 degrees then acts as (dy, dx) -> (-dx, dy), which is
+what ``torch.rot90(maze, 1, dims=(-2, -1))`` does to displacements (a counter-clockwise turn of the
+displayed map), and escnn's reflection ``(-, 0)`` acts as (dy, dx) -> (dy, -dx), a left-right flip. So no
+permutation is needed; tests/models/test_graph_planners.py checks the resulting action permutations
+against DESIGN section 3.
+"""
+
+from __future__ import annotations
+
+from escnn import group as egroup
+from escnn import gspaces
+from escnn import nn as enn
+from escnn.group import Representation
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from diffplan.errors import BadInputError
+from diffplan.models.graph._graph_vi import LayerWeights, SplitMessagePassing
+from diffplan.models.graph._readout import EdgeReadout
+
+GROUPS: tuple[str, ...] = ("c4", "d4", "c8", "d8")
+
+
+def no_base_gspace(group: str) -> gspaces.GSpace0D:
+    """The escnn group space without base space for a group name ("c4", "d4", "c8", "d8")."""
+    name = group.lower()
+    if name not in GROUPS:
+        raise BadInputError(f"unknown symmetry group {group!r}; use one of {', '.join(GROUPS)}.")
+    order = int(name[1:])
+    fiber = egroup.dihedral_group(order) if name[0] == "d" else egroup.cyclic_group(order)
+    return gspaces.no_base_space(fiber)
+
+
+def standard_repr(gspace: gspaces.GSpace0D) -> Representation:
+    """The 2-d representation by which the group rotates/reflects (dy, dx) vectors."""
+    fiber = gspace.fibergroup
+    return fiber.irrep(1, 1) if gspace.flips_order > 1 else fiber.irrep(1)
+
+
+class EqLinear(enn.Linear):
+    """escnn ``Linear`` used through its dense matrix, with the same state-dict keys in train and eval mode.
+
+    escnn caches the expanded matrix as a buffer in eval mode only, so a state dict saved in one mode
+    does not load strictly in the other. This subclass drops that cache: ``matrices()`` expands the
+    weights on every call (callers call it once per forward pass).
+    """
+
+    def __init__(self, in_type: enn.FieldType, out_type: enn.FieldType, bias: bool = True) -> None:
+        super().__init__(in_type, out_type, bias=bias)
+        for name in ("matrix", "expanded_bias"):
+            self._buffers.pop(name, None)
+
+    def train(self, mode: bool = True) -> EqLinear:
+        return nn.Module.train(self, mode)
+
+    def matrices(self) -> tuple[Tensor, Tensor | None]:
+        """Dense (out, in) matrix and (out,) bias (or None)."""
+        return self.expand_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:  # plain tensors in and out
+        return F.linear(x, *self.matrices())
+
+
+class EqMLP(nn.Module):
+    """Two equivariant linear maps with a ReLU on ``hidden`` regular fields between them (node-level)."""
+
+    def __init__(self, in_type: enn.FieldType, hidden: int, out_type: enn.FieldType) -> None:
+        super().__init__()
+        gs = in_type.gspace
+        self.lin1 = EqLinear(in_type, gs.type(*[gs.regular_repr] * hidden))
+        self.lin2 = EqLinear(self.lin1.out_type, out_type)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin2(self.lin1(x).relu())
+
+
+class EqMessagePassing(SplitMessagePassing):
+    """``SplitMessagePassing`` whose message, update and output maps are G-equivariant.
+
+    Args:
+        gspace: the group space (``no_base_gspace``).
+        geo, static, dynamic: representations of the edge geometry, static and dynamic node features.
+        hidden: number of regular fields in the message and update hidden layers.
+        out: representations of the output fields.
+    """
+
+    def __init__(
+        self,
+        gspace: gspaces.GSpace0D,
+        geo: list[Representation],
+        static: list[Representation],
+        dynamic: list[Representation],
+        hidden: int,
+        out: list[Representation],
+    ) -> None:
+        size = lambda reprs: sum(r.size for r in reprs)  # noqa: E731
+        hidden_type = gspace.type(*[gspace.regular_repr] * hidden)
+        super().__init__(size(geo), size(static), size(dynamic), hidden_type.size, size(out))
+        node = static + dynamic
+        self.msg = EqLinear(gspace.type(*(geo + node + node)), hidden_type)
+        self.upd = EqLinear(gspace.type(*(node + hidden_type.representations)), hidden_type)
+        self.out = EqLinear(hidden_type, gspace.type(*out))
+
+    def weights(self) -> LayerWeights:
+        return LayerWeights(*self.msg.matrices(), *self.upd.matrices(), *self.out.matrices())
+
+
+class EqEdgeReadout(EdgeReadout):
+    """``EdgeReadout`` whose neighbour scores are G-invariant: [rel (standard), p_i, p_j] -> trivial.
+
+    Args:
+        gspace: the group space; node: representations of the policy features p; hidden: regular fields.
+    """
+
+    def __init__(
+        self, gspace: gspaces.GSpace0D, node: list[Representation], hidden: int, cont_action: bool = False
+    ) -> None:
+        node_type = gspace.type(*node)
+        super().__init__(node_type.size, hidden, cont_action, build=False)
+        in_type = gspace.type(standard_repr(gspace), *node, *node)
+        self.hid = EqLinear(in_type, gspace.type(*[gspace.regular_repr] * hidden))
+        self.score = EqLinear(self.hid.out_type, gspace.type(gspace.trivial_repr))
+
+    def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (*self.hid.matrices(), *self.score.matrices())

@@ -1,0 +1,77 @@
+"""MP-VIN: value iteration as message passing with relative-position message MLPs (DiffPlan's graph VIN).
+
+    h   = MP_h(flags)                         encoder, flags = [is_goal, is_obstacle]
+    r   = MLP_r([h, flags])                   reward, 1 channel
+    q   = MP_q([r, v]),  v = max_c q_c        K shared value-iteration steps from v = 0
+    out = read-out over neighbours (``_readout.py``)
+
+Each MP layer is ``_graph_vi.SplitMessagePassing``: messages are an MLP over ``[pos_j - pos_i, f_i, f_j]``
+summed at the target, and the update is an MLP over ``[f_i, sum]``. Unlike the published model, no layer
+sees absolute positions, so the planner is translation invariant, and the per-step cost is kept small by
+precomputing the geometry and reward parts of every message once per forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from diffplan.models._output import PlanOutput
+from diffplan.models._registry import register_model
+from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
+from diffplan.models.graph._graph_vi import RelMessagePassing, value_iteration
+from diffplan.models.graph._readout import EdgeReadout
+
+
+@register_model("MP-VIN", task="graph")
+class MPVIN(nn.Module):
+    """Message-passing VIN on graphs with node positions.
+
+    Args:
+        k: value-iteration steps (cells farther than k steps from the goal get no signal).
+        l_h: encoder output width.
+        l_q: Q channels per node (v is their max).
+        mp_h: hidden width of the encoder and reward MLPs.
+        mp_q: hidden width of the Q layer's message and update MLPs.
+        readout_hidden: hidden width of the neighbour-scoring MLP.
+        cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
+
+    Shapes:
+        x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
+        (unused: graphs of a batch only interact through edge_index).
+        -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1), stats {"vi_residual"}).
+    """
+
+    def __init__(
+        self,
+        k: int = 30,
+        l_h: int = 16,
+        l_q: int = 8,
+        mp_h: int = 32,
+        mp_q: int = 16,
+        readout_hidden: int = 32,
+        cont_action: bool = False,
+    ) -> None:
+        super().__init__()
+        check_hyper_params("MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden)
+        self.config = dict(
+            k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden, cont_action=cont_action
+        )
+        self.k = k
+        self.h = RelMessagePassing(geo_dim=2, static_dim=2, dynamic_dim=0, hidden=mp_h, out_dim=l_h)
+        self.r = nn.Sequential(nn.Linear(l_h + 2, mp_h), nn.ReLU(), nn.Linear(mp_h, 1))
+        self.q = RelMessagePassing(geo_dim=2, static_dim=1, dynamic_dim=1, hidden=mp_q, out_dim=l_q)
+        self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:
+        check_graph_inputs("MP-VIN", x, edge_index)
+        geo = edge_geometry(x[:, :2], edge_index)
+        flags = x[:, 2:]
+        h = torch.relu(self.h(geo, flags))
+        r = self.r(torch.cat([h, flags], dim=-1))
+        ctx = self.q.prepare(geo, r)
+        q, v, residual = value_iteration(
+            lambda v: self.q.step(ctx, v), lambda q: q.amax(-1, keepdim=True), torch.zeros_like(r), self.k
+        )
+        logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
+        return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

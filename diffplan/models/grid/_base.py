@@ -1,0 +1,174 @@
+"""What the four grid planners share: the forward pass around a value-iteration (VI) step.
+
+Every grid planner computes, on a maze with a goal (Tamar et al., "Value Iteration Networks", 2016):
+
+    h   = conv3x3([maze, goal])                    encoder, l_h channels
+    r   = conv1x1(h)                               reward map, one field
+    q_k = conv_f(r, W_r) + conv_f(v_k, W_v)        l_q action-value fields
+    v_{k+1} = max over the l_q fields of q_k       (per group channel for equivariant planners)
+    logits  = conv1x1(q(v_final))                  four actions N, W, S, E
+
+The reward part ``conv_f(r, W_r)`` is the same at every step, so it is computed once. The planners differ
+in where the filters come from (plain parameters or expanded escnn steerable filters) and in how the
+final values are found (K unrolled steps, or the fixed point with implicit gradients).
+
+Two optional changes of the VI step, both still a VIN, address what limits a plain VIN (DESIGN section 3
+and the grid planners' report):
+
+* ``value_norm`` scales the value kernel ``W_v`` of each output field to an l1 norm of at most ``gamma``
+  (``W_v * gamma / max(gamma, ||W_v||_1)``). A VI step is then ``gamma``-Lipschitz in the sup norm, as
+  a true Bellman backup with discount ``gamma`` is: values can grow at most linearly with K for
+  ``gamma = 1`` (no geometric blow-up) and stay bounded by ``max|conv(r, W_r)| / (1 - gamma)`` for
+  ``gamma < 1``, which is also what makes the deep-equilibrium fixed point exist and be unique.
+* ``wall_mask`` makes walls non-traversable by construction: after every step the value of each wall
+  cell is replaced by the smallest value of the free cells of its map (per channel), so no value flows
+  through a wall, however thin, and a move into a wall is never better than the worst free cell.
+  Otherwise the network must learn wall rewards negative enough to outweigh the longest detour.
+  The map is a non-expansive operation, so it keeps the contraction property above.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffplan.errors import BadInputError
+from diffplan.models._output import PlanOutput
+from diffplan.models.deq import check_solver, fixed_point
+from diffplan.models.grid._vi_step import VIStep, kernel_matrix, neighbourhoods, normalise_value_kernel
+
+
+def check_int(name: str, value: int, *, minimum: int = 1, odd: bool = False) -> int:
+    """``value`` if it is an int >= minimum (and odd if asked), else BadInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (odd and value % 2 == 0):
+        kind = "an odd integer" if odd else "an integer"
+        raise BadInputError(f"{name} must be {kind} >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_gamma(gamma: float, *, strict: bool) -> float:
+    """``gamma`` if it lies in (0, 1) (strict) or (0, 1], else BadInputError."""
+    number = isinstance(gamma, (int, float)) and not isinstance(gamma, bool)
+    if not number or not (0.0 < gamma < 1.0 if strict else 0.0 < gamma <= 1.0):
+        interval = "(0, 1) for a contraction" if strict else "(0, 1]"
+        raise BadInputError(f"gamma must lie in {interval}, got {gamma!r}.")
+    return float(gamma)
+
+
+class GridPlanner(nn.Module):
+    """Base class of the grid planners: the forward pass; subclasses supply filters and a solver.
+
+    Subclasses implement ``_filters()`` -> dict of conv filters ``h`` (l_h, 2, 3, 3), ``h_bias`` (l_h,),
+    ``r`` (G, l_h, 1, 1), ``q_r`` and ``q_v`` (l_q * G, G, f, f), expanded once per forward pass;
+    ``_policy(q, filters)``: action values (B * H * W, l_q * G) -> logits (B * H * W, 4); and
+    ``_solve(step, v0, stats)``: the final value map (B, H, W, G) from ``v0`` = 0. They set
+    ``group_size`` (G) and ``config`` (the constructor arguments).
+    """
+
+    group_size: int = 1
+    config: dict
+
+    def __init__(self, *, l_h: int, l_q: int, f: int, value_norm: bool, gamma: float, wall_mask: bool):
+        super().__init__()
+        self.l_h = check_int("l_h", l_h)
+        self.l_q = check_int("l_q", l_q)
+        self.f = check_int("f", f, odd=True)
+        self.value_norm = bool(value_norm)
+        self.gamma = check_gamma(gamma, strict=False)
+        self.wall_mask = bool(wall_mask)
+
+    def _filters(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _policy(self, q: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+
+    def forward(self, maze: torch.Tensor, goal: torch.Tensor) -> PlanOutput:
+        """Plan on a batch of mazes.
+
+        Args:
+            maze: (B, H, W) (or (B, 1, H, W)), 1 = free, 0 = wall.
+            goal: (B, 1, H, W) (or (B, H, W)), one-hot goal.
+
+        Returns:
+            PlanOutput with logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W) and scalar stats.
+        """
+        maze, goal = self._check_inputs(maze, goal)
+        b, _, height, width = maze.shape
+        filters = self._filters()
+        h = F.conv2d(torch.cat([maze, goal], dim=1), filters["h"], filters["h_bias"], padding=1)
+        r = F.conv2d(h, filters["r"]).permute(0, 2, 3, 1)  # pixel-major (B, H, W, G) from here on
+        w_v = filters["q_v"]
+        if self.value_norm:
+            w_v = normalise_value_kernel(w_v, self.gamma, self.group_size)
+        free = (maze > 0.5).permute(0, 2, 3, 1) if self.wall_mask else None
+        step = VIStep(neighbourhoods(r, self.f) @ kernel_matrix(filters["q_r"]), w_v, free)
+        stats: dict[str, float] = {}
+        v = self._solve(step, maze.new_zeros(b, height, width, self.group_size), stats)
+        logits = self._policy(step.q(v), filters)  # (B * H * W, 4)
+        logits = logits.view(b, height, width, -1).permute(0, 3, 1, 2)
+        values = v.amax(dim=3)[:, None]  # pooling over the group channels: an invariant value map
+        stats["value_abs_max"] = float(values.detach().abs().max())
+        return PlanOutput(logits=logits, values=values, stats=stats)
+
+    def _check_inputs(self, maze: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if maze.dim() == 3:
+            maze = maze[:, None]
+        if goal.dim() == 3:
+            goal = goal[:, None]
+        if maze.dim() != 4 or maze.shape[1] != 1 or goal.shape != maze.shape:
+            raise BadInputError(
+                f"expected maze (B, H, W) and goal (B, 1, H, W) of the same B, H, W; got maze "
+                f"{tuple(maze.shape)} and goal {tuple(goal.shape)}."
+            )
+        dtype = next(self.parameters()).dtype
+        return maze.to(dtype), goal.to(dtype)
+
+
+def unrolled(step: VIStep, v0: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` VI steps from ``v0``, backpropagated through every step."""
+    v = v0
+    for _ in range(k):
+        v = step(v)
+    return v
+
+
+class EquilibriumSolve:
+    """Mixin for the deep-equilibrium planners: values are the fixed point of the VI step.
+
+    ``v* = step(v*)`` is found without autograd by ``solver`` ("anderson" or "forward") to a relative
+    residual ``tol`` in at most ``max_iter`` steps, then one differentiable step is taken and the gradient
+    through ``v*`` comes from the implicit backward solve (``backward_solver``; "none" = Jacobian-free).
+    See :mod:`diffplan.models.deq`.
+    """
+
+    def _init_solver(
+        self,
+        solver: str,
+        tol: float,
+        max_iter: int,
+        backward_solver: str,
+        backward_tol: float,
+        backward_max_iter: int,
+    ) -> None:
+        for name, value in (("tol", tol), ("backward_tol", backward_tol)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise BadInputError(f"{name} must be a number >= 0, got {value!r}.")
+        self._deq = dict(
+            solver=check_solver(solver),
+            tol=float(tol),
+            max_iter=check_int("max_iter", max_iter),
+            backward_solver=check_solver(backward_solver, backward=True),
+            backward_tol=float(backward_tol),
+            backward_max_iter=check_int("backward_max_iter", backward_max_iter),
+        )
+
+    def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
+        return fixed_point(step, v0, f_detached=step.detached(), stats=stats, **self._deq)

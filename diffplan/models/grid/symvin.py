@@ -1,0 +1,126 @@
+"""SymVIN: the VIN made equivariant to the symmetries of the grid (Zhao et al., "Integrating Symmetry into
+Differentiable Planning with Steerable Convolutions", ICLR 2023), with escnn steerable convolutions."""
+
+from __future__ import annotations
+
+import torch
+from escnn import nn as enn
+from torch import nn
+
+from diffplan.envs.actions import NUM_ACTIONS
+from diffplan.models._registry import register_model
+from diffplan.models._symmetry import SteerableFilter, action_field, get_gspace, group_size
+from diffplan.models.grid._base import GridPlanner, VIStep, check_int, unrolled
+
+
+class SymVINLayers(GridPlanner):
+    """The parameters of a SymVIN, shared by :class:`SymVIN` and DE-SymVIN.
+
+    Field types: [maze, goal] and ``h`` (l_h) are trivial fields, the reward ``r`` and the values ``v``
+    one regular field (G channels, G = group order), ``q`` l_q regular fields; ``v`` is the max over the
+    l_q fields taken per group channel, so it stays a regular field. The policy head maps q to the action
+    field of :func:`diffplan.models._symmetry.action_field` (D4: the quotient by the reflection subgroup,
+    C4: the regular representation), whose channels are N, W, S, E, or with ``no_equiv_policy`` a plain
+    1x1 convolution of the (l_q * G)-channel tensor. The q filter of the published model ([r, v] -> q) is
+    kept as its two blocks ``q_r`` and ``q_v`` (same basis, same parameter count); ``q_v`` starts at zero
+    as VIN's value kernel does, which keeps the initial values bounded (the published He initialisation
+    of the whole q filter gave an initial loss of ~13). Filters are expanded from their escnn bases once
+    per forward pass, and the reward part of q is computed once, not at every step.
+    Parameters at l_h = 150, l_q = 40, f = 3, d4: 750 + 150 + 2 * 1920 + 160 = 4900.
+    """
+
+    def __init__(
+        self,
+        *,
+        l_h: int,
+        l_q: int,
+        f: int,
+        group: str,
+        no_equiv_policy: bool,
+        value_norm: bool,
+        gamma: float,
+        wall_mask: bool,
+    ):
+        super().__init__(l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask)
+        gspace = get_gspace(group)
+        self.group = group.lower()
+        self.group_size = group_size(gspace)
+        self.no_equiv_policy = bool(no_equiv_policy)
+        trivial, regular = gspace.trivial_repr, gspace.regular_repr
+        in_type = enn.FieldType(gspace, 2 * [trivial])
+        h_type = enn.FieldType(gspace, l_h * [trivial])
+        v_type = enn.FieldType(gspace, [regular])
+        q_type = enn.FieldType(gspace, l_q * [regular])
+        self.h = SteerableFilter(in_type, h_type, 3, bias=True)
+        self.r = SteerableFilter(h_type, v_type, 1)
+        self.q_r = SteerableFilter(v_type, q_type, f)
+        self.q_v = SteerableFilter(v_type, q_type, f, init="zeros")
+        if self.no_equiv_policy:
+            self.policy = nn.Conv2d(q_type.size, NUM_ACTIONS, kernel_size=1, bias=False)
+            self._action_channels = None
+        else:
+            out_type, channels = action_field(gspace)
+            self.policy = SteerableFilter(q_type, out_type, 1)
+            self._action_channels = None if len(channels) == out_type.size else channels
+
+    def _filters(self) -> dict[str, torch.Tensor]:
+        h, h_bias = self.h()
+        return {"h": h, "h_bias": h_bias, "r": self.r()[0], "q_r": self.q_r()[0], "q_v": self.q_v()[0]}
+
+    def _policy(self, q: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.no_equiv_policy:
+            return q @ self.policy.weight.flatten(1).t()
+        logits = q @ self.policy()[0].flatten(1).t()
+        # 45-degree groups: eight directions, of which every second one is an action.
+        return logits if self._action_channels is None else logits[:, self._action_channels]
+
+
+@register_model("SymVIN", task="grid", symmetric=True)
+class SymVIN(SymVINLayers):
+    """Symmetric VIN: K unrolled equivariant VI steps.
+
+    Exactly equivariant (up to float error) to 90-degree rotations (and reflections for dihedral
+    groups): rotating the maze and goal by ``torch.rot90(., 1, dims=(-2, -1))`` rotates the logits and
+    moves action a to (a + 1) % 4; flipping left-right swaps W and E; flipping up-down swaps N and S.
+    ``no_equiv_policy`` breaks this in the head only.
+
+    Args:
+        k: number of VI steps.
+        l_h: encoder channels (trivial fields). l_q: regular fields of q.
+        f: size of the q kernel (odd).
+        group: "d4" (default), "c4", "d8" or "c8" (see :mod:`diffplan.models._symmetry`).
+        no_equiv_policy: plain 1x1 conv policy head instead of the equivariant one.
+        value_norm: bound the value kernel's l1 norm by ``gamma`` (see :mod:`diffplan.models.grid._base`).
+        gamma: the bound (discount) used when ``value_norm``.
+        wall_mask: walls take the worst free-cell value after each step.
+
+    Shapes:
+        maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W)
+        (the max over the group channels of the regular value field, an invariant map).
+    """
+
+    def __init__(
+        self,
+        *,
+        k: int = 20,
+        l_h: int = 150,
+        l_q: int = 40,
+        f: int = 3,
+        group: str = "d4",
+        no_equiv_policy: bool = False,
+        value_norm: bool = False,
+        gamma: float = 1.0,
+        wall_mask: bool = False,
+    ) -> None:
+        super().__init__(
+            l_h=l_h, l_q=l_q, f=f, group=group, no_equiv_policy=no_equiv_policy,
+            value_norm=value_norm, gamma=gamma, wall_mask=wall_mask,
+        )  # fmt: skip
+        self.k = check_int("k", k)
+        self.config = dict(
+            k=k, l_h=l_h, l_q=l_q, f=f, group=group, no_equiv_policy=no_equiv_policy,
+            value_norm=value_norm, gamma=gamma, wall_mask=wall_mask,
+        )  # fmt: skip
+
+    def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
+        return unrolled(step, v0, self.k)

@@ -1,0 +1,370 @@
+"""``pretrained_models/README.md`` and ``quick_start_guide.md``, generated from the models' metadata.
+
+Both are pure functions of the manifest, the ``*_info.json`` files and the validation verdicts, so the
+same inputs give the same bytes (no dates but the metadata's own). The guide's ``python`` code blocks
+run as written, in order, in one namespace (tests execute them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffplan.release.manifest import Manifest, ModelSpec
+
+ALGORITHMS = {
+    "VIN": "Value Iteration Network (Tamar et al., 2016): a convolutional encoder turns maze and goal into "
+    "a reward map, then K unrolled value-iteration steps (a convolution and a max over action channels) "
+    "propagate values; the policy reads the final Q-values.",
+    "SymVIN": "Symmetric VIN (Zhao et al., 2022): a VIN whose convolutions are steerable (escnn) and "
+    "equivariant to the rotations and flips of the square (group D4), so rotating the maze rotates "
+    "the plan exactly.",
+    "DE-VIN": "Deep-equilibrium VIN: instead of K unrolled steps it solves for the fixed point of the "
+    "value-iteration step and trains with implicit gradients, so planning depth adapts to the maze.",
+    "DE-SymVIN": "Deep-equilibrium Symmetric VIN: the D4-equivariant VI step of SymVIN, solved to its fixed "
+    "point with implicit gradients.",
+    "MP-VIN": "Message-passing VIN: value iteration on the maze graph, each step a message-passing layer "
+    "over 4-neighbour edges using relative node positions.",
+    "Sym-MP-VIN": "Symmetric message-passing VIN: message passing whose messages are equivariant to the "
+    "rotations and flips of the relative positions (group D4).",
+    "GAT-VIN": "Graph-attention VIN: value iteration whose aggregation over neighbours is learned attention.",
+    "GCN-VIN-v2": "Graph-convolutional VIN (v2): value iteration with graph convolutions over the maze "
+    "graph.",
+}
+
+QUICK_START_MAZE = (
+    "###############",
+    "#.#...........#",
+    "#.#######.###.#",
+    "#.#.....#.#...#",
+    "#.#.###.###.###",
+    "#.#.#.#.......#",
+    "#.#.#.###.###.#",
+    "#.#.#...#.....#",
+    "#.#.###.#####.#",
+    "#.#.#.........#",
+    "#.#.#.#######.#",
+    "#.#.#.........#",
+    "#.#.#.#.#.#####",
+    "#...#.#.......#",
+    "###############",
+)
+QUICK_START_GOAL = (1, 13)
+QUICK_START_START = (13, 1)
+
+METRICS = """\
+Scored states are the reachable, non-goal free cells of each test maze (for graph planners: the
+non-obstacle nodes). The policy is the argmax action over N, W, S, E; a continuous planner's (dy, dx)
+vector is snapped to the neighbour whose direction has the largest cosine with it.
+
+- **Accuracy**: the fraction of scored states whose policy action is one of the optimal actions
+  (those that bring the agent one step closer to the goal by BFS distance; ties are common, and any
+  optimal action counts).
+- **Success**: the fraction of scored states from which following the policy reaches the goal (a cycle,
+  or a move into a wall that never leads to the goal, is a failure).
+- **Optimality**: the fraction of scored states whose policy path is exactly as long as the BFS distance.
+- **Angle error** (continuous planners): the mean angle between the predicted vector and the nearest
+  optimal direction.
+
+Each metric is averaged per maze, then over the mazes of the test split. Release targets apply to
+**accuracy**, strictly above the minimum; success and optimality are reported beside it."""
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _status(name: str, verdicts: dict[str, list[str]] | None, info: dict | None) -> str:
+    if info is None:
+        return "**missing**"
+    if verdicts is None:
+        return "not validated"
+    failed = verdicts.get(name)
+    if failed is None:
+        return "not validated"
+    return "passes" if not failed else f"**FAILS** ({', '.join(failed)})"
+
+
+def _recipe(spec: ModelSpec, info: dict | None) -> str:
+    run = (info or {}).get("training_run", {})
+    args = ", ".join(f"{k}={v}" for k, v in sorted(spec.model_args().items())) or "defaults"
+    parts = [f"{spec.optimizer} lr {spec.lr:g}", f"batch {spec.batch_size}", f"up to {spec.epochs} epochs"]
+    if run:
+        parts.append(f"ran {run.get('epochs_run')} (best epoch {run.get('best_epoch')})")
+    if spec.weight_decay:
+        parts.append(f"weight decay {spec.weight_decay:g}")
+    if spec.scheduler != "none":
+        parts.append(f"{spec.scheduler} schedule")
+    if spec.gradient_clip:
+        parts.append(f"gradient clip {spec.gradient_clip:g}")
+    parts.append(f"seed {spec.seed}")
+    return f"{'; '.join(parts)}. Planner arguments: {args}."
+
+
+def render_readme(
+    manifest: Manifest,
+    infos: dict[str, dict | None],
+    version: str,
+    verdicts: dict[str, list[str]] | None = None,
+) -> str:
+    """The release README. ``infos``: metadata per model name (None when missing); ``verdicts``: the
+    names of the failed validation checks per model (empty list = passed), or None when not validated."""
+    lines = [
+        f"# diffplan pre-trained models, release v{version}",
+        "",
+        f"{len(manifest.models)} pre-trained differentiable planners (Value Iteration Network family) for "
+        "maze navigation on 15x15 grids and on graphs, trained from one manifest "
+        f"(`{manifest.path}`). Generated by `diffplan package` from each model's metadata "
+        "(`<name>_info.json`); every number below was measured by the code, none typed in.",
+        "",
+        "## Models",
+        "",
+        "| Model | Algorithm | Kind | Test accuracy | Target | Success | Optimality | Parameters | Size (MB) "
+        "| Training (h) | Validation |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for spec in manifest.models:
+        info = infos.get(spec.name)
+        perf = (info or {}).get("performance", {})
+        stats = (info or {}).get("model_stats", {})
+        lines.append(
+            f"| {spec.name} | {spec.algorithm} | {spec.folder} | {_pct(perf.get('test_accuracy'))} "
+            f"| > {_pct(spec.target.minimum)} | {_pct(perf.get('test_success'))} "
+            f"| {_pct(perf.get('test_optimality'))} | {_num(stats.get('total_parameters'), ',')} "
+            f"| {_num(stats.get('file_size_mb'), '.3f')} | {_num(stats.get('training_time_hours'), '.2f')} "
+            f"| {_status(spec.name, verdicts, info)} |"
+        )
+    failing = [
+        s.name
+        for s in manifest.models
+        if infos.get(s.name) is None or (verdicts is not None and verdicts.get(s.name))
+    ]
+    if failing:
+        lines += [
+            "",
+            f"**Warning:** {', '.join(failing)} did not pass release validation; see "
+            "`evaluation_results/` and run `diffplan validate` for the failed checks.",
+        ]
+    lines += [
+        "",
+        "Scores are on the test split of each model's data set (2000 unseen mazes in the release). "
+        "Kind: `grid` planners read the maze as an image; `graph` planners read the maze graph (every cell "
+        "a node, 4-neighbour edges); `continuous` planners are graph planners that output a move vector.",
+        "",
+        "## The models one by one",
+    ]
+    for spec in manifest.models:
+        lines += ["", *_model_section(spec, infos.get(spec.name))]
+    grid = next((s.name for s in manifest.models if s.kind == "grid"), manifest.models[0].name)
+    lines += [
+        "",
+        "## Loading a model",
+        "",
+        "```python",
+        "import diffplan",
+        "",
+        f'model = diffplan.load_model("{grid}")  # by name, from ./pretrained_models',
+        f'# or by path: diffplan.load_model("pretrained_models/{manifest.model(grid).folder}/{grid}.ckpt")',
+        "```",
+        "",
+        "Checkpoints are plain tensors and the planner's config: `load_model` reads them with "
+        "`torch.load(..., weights_only=True)`, rebuilds the planner from its registered name and loads "
+        "the weights strictly. No pickled code is ever run. `diffplan.plan_maze(model, maze, goal)` then "
+        "returns the policy and value map of any maze; see `quick_start_guide.md`.",
+        "",
+        "## Metrics",
+        "",
+        METRICS,
+        "",
+        "## Reproducing the release",
+        "",
+        "```bash",
+        f"diffplan data generate --manifest {manifest.path}   # the data sets (fingerprints below)",
+        f"diffplan train --manifest {manifest.path}           # every model, resumable",
+        f"diffplan validate --all --manifest {manifest.path}  # the release checks",
+        f"diffplan package --version {version}                # this folder, SHA256SUMS and the archives",
+        "```",
+        "",
+        "Each model's `configs/<name>_config.yaml` is the exact manifest entry it was trained with, and "
+        "its metadata records the sha256 fingerprint of the data arrays, so a rebuilt data set can be "
+        "checked against the one used here (`diffplan validate` does). Data sets:",
+        "",
+    ]
+    for key, dataset in manifest.datasets.items():
+        fingerprints = sorted(
+            {
+                (infos.get(s.name) or {}).get("training_data", {}).get("fingerprint") or "-"
+                for s in manifest.models
+                if Path(s.data) == Path(dataset.path)
+            }
+        )
+        lines.append(
+            f"- `{dataset.path}` ({key}): {dataset.kind}, {dataset.maze_size}x{dataset.maze_size}, "
+            f"{dataset.train_size}/{dataset.valid_size}/{dataset.test_size} maps, seed {dataset.seed}; "
+            f"fingerprint {', '.join(f'`{f}`' for f in fingerprints)}"
+        )
+    lines += [
+        "",
+        "## Files and checksums",
+        "",
+        "```text",
+        "README.md, quick_start_guide.md   this guide and the quick start",
+        "grid/ graph/ continuous/          <name>.ckpt, <name>_info.json, configs/<name>_config.yaml",
+        "evaluation_results/               what `diffplan validate` measured, per model and summary.json",
+        "SHA256SUMS                        sha256 of every file above",
+        "```",
+        "",
+        "Check a downloaded archive with `diffplan package --verify diffplan_pretrained_models_v"
+        f"{version}.tar.gz` (or `sha256sum -c SHA256SUMS` inside the extracted folder).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _model_section(spec: ModelSpec, info: dict | None) -> list[str]:
+    description = ALGORITHMS.get(spec.algorithm, f"{spec.algorithm} planner.")
+    flags = [
+        f"group {spec.group}" if spec.group else "",
+        "walls are nodes" if spec.has_obstacle else "",
+        "continuous actions (dy, dx)" if spec.cont_action else "",
+        "value map equivariant, policy head not (no_equiv_policy)" if spec.no_equiv_policy else "",
+    ]
+    flags = [f for f in flags if f]
+    lines = [f"### {spec.name}", "", description + (f" Settings: {', '.join(flags)}." if flags else "")]
+    if spec.notes:
+        lines += ["", f"Notes: {spec.notes}"]
+    lines += [
+        "",
+        f"- Files: `{spec.folder}/{spec.name}.ckpt`, `{spec.folder}/{spec.name}_info.json`, "
+        f"`{spec.folder}/configs/{spec.name}_config.yaml`",
+    ]
+    if info is None:
+        return lines + [
+            "- **Release files missing**: this model has not been trained or its metadata is unreadable."
+        ]
+    perf, stats = info.get("performance", {}), info.get("model_stats", {})
+    data = info.get("training_data", {})
+    scores = (
+        f"test accuracy {_pct(perf.get('test_accuracy'))} (target > {_pct(spec.target.minimum)}), "
+        f"success {_pct(perf.get('test_success'))}, optimality {_pct(perf.get('test_optimality'))}, "
+        f"validation accuracy {_pct(perf.get('validation_accuracy'))}"
+    )
+    if perf.get("test_angle_error_degrees") is not None:
+        scores += f", mean angle error {perf['test_angle_error_degrees']:.2f} degrees"
+    hardware = info.get("hardware", {})
+    machine = hardware.get("gpu") or hardware.get("processor") or "unknown hardware"
+    return lines + [
+        f"- Scores: {scores}.",
+        f"- Recipe: {_recipe(spec, info)}",
+        f"- Data: `{data.get('path', spec.data)}`, fingerprint `{data.get('fingerprint', '-')}`.",
+        f"- Size: {_num(stats.get('total_parameters'), ',')} parameters, "
+        f"{_num(stats.get('file_size_mb'), '.3f')} MB; sha256 `{stats.get('checkpoint_sha256', '-')}`.",
+        f"- Trained: {_num(stats.get('training_time_hours'), '.2f')} h on {machine}; "
+        f"final training loss {_num(perf.get('final_loss'), '.4f')}; "
+        f"created {info.get('created_date', '-')}.",
+    ]
+
+
+def render_quick_start(manifest: Manifest, version: str) -> str:
+    """The quick-start guide: install, load, plan. Its python blocks run in order as written."""
+    grid = next((s for s in manifest.models if s.kind == "grid"), None)
+    graph = next((s for s in manifest.models if s.kind == "graph" and not s.cont_action), None)
+    continuous = next((s for s in manifest.models if s.cont_action), None)
+    first = grid or graph or continuous or manifest.models[0]
+    maze_rows = "\n".join(f'    "{row}",' for row in QUICK_START_MAZE)
+    lines = [
+        f"# Quick start: diffplan pre-trained models v{version}",
+        "",
+        "## Install",
+        "",
+        "```bash",
+        "bash scripts/setup.sh      # from the diffplan repository: PyTorch (CPU), then `pip install -e .`",
+        "```",
+        "",
+        "The examples below run from the folder that holds `pretrained_models/` (the repository root, or "
+        "the folder where you extracted the release archive): `load_model` finds a model by name under "
+        "`./pretrained_models/`, or takes a checkpoint path.",
+        "",
+        "## Load a model and plan a maze",
+        "",
+        "A maze is an array with 1 for a free cell and 0 for a wall; the goal is a (row, col) cell. "
+        "Actions are 0 = N (up), 1 = W (left), 2 = S (down), 3 = E (right).",
+        "",
+        "```python",
+        "import numpy as np",
+        "",
+        "import diffplan",
+        "",
+        "rows = [",
+        maze_rows,
+        "]",
+        'maze = np.array([[0 if c == "#" else 1 for c in row] for row in rows], dtype=np.float32)',
+        "",
+        f'model = diffplan.load_model("{first.name}")',
+        f"result = diffplan.plan_maze(model, maze, goal={QUICK_START_GOAL})",
+        "",
+        "print(result.actions)  # (15, 15) tensor of actions, one per cell",
+        "print(result.values)  # (15, 15) learned value map: higher nearer the goal",
+        f"path = result.path(start={QUICK_START_START})  # the cells the policy visits",
+        f'print(f"{{len(path) - 1}} steps, reached the goal: {{path[-1] == {QUICK_START_GOAL}}}")',
+        "```",
+        "",
+    ]
+    if graph is not None or continuous is not None:
+        others = [s for s in (graph, continuous) if s is not None]
+        lines += [
+            "## Graph planners",
+            "",
+            "The same call works for graph planners: `plan_maze` builds the maze's graph (every cell a node, "
+            "4-neighbour edges, features [row, col, is_goal, is_obstacle]) exactly as the data sets do, and "
+            "continuous planners' move vectors are snapped to the best neighbour.",
+            "",
+            "```python",
+        ]
+        for spec in others:
+            var = "vector_model" if spec.cont_action else "graph_model"
+            lines += [
+                f'{var} = diffplan.load_model("{spec.name}")',
+                f"{var}_result = diffplan.plan_maze({var}, maze, goal={QUICK_START_GOAL})",
+                f"print({var}_result.actions.shape, {var}_result.logits.shape)",
+            ]
+        lines += ["```", ""]
+    lines += [
+        "## Many mazes at once",
+        "",
+        "Stack mazes into a (B, H, W) array and give one goal per maze; every output gains a batch axis.",
+        "",
+        "```python",
+        "mazes = np.stack([maze, maze.T])  # the second maze is the first, transposed",
+        f"goals = [{QUICK_START_GOAL}, {QUICK_START_GOAL[::-1]}]",
+        "batch = diffplan.plan_maze(model, mazes, goals)",
+        "print(batch.actions.shape)  # (2, 15, 15)",
+        "```",
+        "",
+        "## Score a model on a test split",
+        "",
+        f"After `diffplan data generate --manifest {manifest.path}` has written the data sets, the shared "
+        "metrics score a model the way the release did:",
+        "",
+        "```python",
+        "from diffplan.envs import load_split",
+        "from diffplan.training.evaluate import evaluate",
+        "",
+        f'test = load_split("{first.data}", "test")',
+        f'scores = evaluate(model, test, kind="{first.kind}", cont_action={first.cont_action}, limit=100)',
+        "print(f\"accuracy {scores['accuracy']:.3f}, success {scores['success']:.3f}\")",
+        "```",
+        "",
+        "## Check a model",
+        "",
+        "```bash",
+        f"diffplan validate {first.name}           # every release check, with a verdict each",
+        f"diffplan inspect {first.name} --plot plan.png   # metadata, parameters, and a drawn test maze",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

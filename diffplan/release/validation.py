@@ -1,0 +1,755 @@
+"""Release QA: every check a released model must pass, each with its own verdict (``diffplan validate``).
+
+Per model, in order (a check that cannot run because an earlier one failed is skipped, not passed):
+
+- ``release_files``: checkpoint, ``<name>_info.json`` and ``configs/<name>_config.yaml`` exist; the
+  metadata has every required key and names this model and algorithm.
+- ``config``: the release config is the manifest entry's training recipe (``target`` and ``notes`` aside:
+  they are QA and prose, not training).
+- ``checksum``: the checkpoint's sha256 equals the metadata's ``model_stats.checkpoint_sha256``.
+- ``safe_load``: ``torch.load(weights_only=True)`` on the CPU, then a strict rebuild from the registry;
+  the checkpoint's algorithm and constructor arguments are the manifest entry's.
+- ``size``: the checkpoint is under 10 MB.
+- ``inference``: on a sample of the test split, outputs are finite and of the right shapes; latency per
+  maze (batch of one) and peak tensor memory of inference are measured.
+- ``data_fingerprint``: the test data's fingerprint is the one the metadata names.
+- ``target``: the target metric (accuracy) on the test split, scored by ``diffplan.training.evaluate``,
+  is strictly above the manifest's minimum.
+- ``recorded_scores``: measured accuracy, success and optimality agree with the metadata within 0.5 points.
+- ``equivariance`` (symmetric planners): outputs commute with 90-degree rotations (and both flips for
+  dihedral groups) within 1e-4 relative error; policy and value map, or the value map alone for
+  ``no_equiv_policy`` planners (their policy head is not equivariant by design).
+- ``quick_start``: ``load_model(path)`` + ``plan_maze(model, maze, (row, col))`` on a test maze runs and
+  agrees with the batched inference on the data set's own input for that maze.
+
+``data=PATH`` scores on another data set's test split; the fingerprint and recorded-score checks are then
+skipped, saying so. The library returns result objects; the CLI renders them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from diffplan._atomic import atomic_write_text
+from diffplan.envs import GridSplit, file_fingerprint, load_split
+from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
+from diffplan.errors import BadInputError, DataFileError, DiffplanError
+from diffplan.planning import PlanSettings, plan_batch, plan_maze, policy_of
+from diffplan.release.checkpoint import load_model, model_from_record, read_release_checkpoint, sha256_file
+from diffplan.release.manifest import Manifest, ModelSpec
+from diffplan.release.metadata import now_iso, read_info
+from diffplan.training.batching import make_batch
+from diffplan.training.evaluate import evaluate
+from diffplan.training.module import plan
+
+CHECKS: dict[str, str] = {
+    "release_files": "release files exist and the metadata is complete",
+    "config": "release config matches the manifest entry",
+    "checksum": "checkpoint sha256 matches the metadata",
+    "safe_load": "loads with weights_only=True on the CPU",
+    "size": "checkpoint under 10 MB",
+    "inference": "finite outputs of the right shape",
+    "data_fingerprint": "test data is the data the metadata names",
+    "target": "test accuracy above the target",
+    "recorded_scores": "measured scores agree with the metadata",
+    "equivariance": "equivariant under rotations and flips",
+    "quick_start": "quick-start call runs",
+}
+MAX_CHECKPOINT_MB = 10.0  # 10 * 10**6 bytes, the unit of metadata's file_size_mb
+SCORE_TOLERANCE_POINTS = 0.5
+EQUIVARIANCE_TOLERANCE = 1e-4
+SAMPLE_MAPS = 8
+LATENCY_MAPS = 5
+RECORDED = ("accuracy", "success", "optimality")
+RECIPE_EXEMPT = ("target", "notes")
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+
+@dataclass
+class CheckResult:
+    """One check's verdict: ``status`` is pass, fail or skip; ``message`` says what was found, in words."""
+
+    name: str
+    status: str
+    message: str
+
+    @property
+    def title(self) -> str:
+        return CHECKS.get(self.name, self.name)
+
+
+@dataclass
+class ModelValidation:
+    """Everything ``validate`` measured and decided for one model."""
+
+    name: str
+    algorithm: str
+    kind: str
+    folder: str
+    target_metric: str
+    target: float
+    data: str
+    data_note: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    parameters: int | None = None
+    size_mb: float | None = None
+    latency_ms: float | None = None
+    batched_ms_per_maze: float | None = None
+    peak_memory_mb: float | None = None
+    seconds: float = 0.0
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != FAIL for c in self.checks)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    def check(self, name: str) -> CheckResult:
+        """The verdict of check ``name`` (see ``CHECKS``)."""
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        data["checks"] = {
+            c.name: {"status": c.status, "message": c.message, "title": c.title} for c in self.checks
+        }
+        return data
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of one ``validate`` run over several models."""
+
+    models: list[ModelValidation]
+    data_override: str | None = None
+    limit: int | None = None
+    seconds: float = 0.0
+    created_date: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.models)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "created_date": self.created_date,
+            "data_override": self.data_override,
+            "limit": self.limit,
+            "seconds": self.seconds,
+            "models": [m.to_dict() for m in self.models],
+        }
+
+
+class _TensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storage allocated (and still alive) during a block; inputs and weights excluded.
+
+    Works on any device, unlike ``torch.cuda.max_memory_allocated``: each op's new output storages are
+    counted until the last tensor viewing them is freed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._refs: dict[int, tuple[int, int]] = {}
+        self._external: set[int] = set()
+
+    def _release(self, key: int) -> None:
+        count, size = self._refs[key]
+        if count == 1:
+            del self._refs[key]
+            self.live -= size
+        else:
+            self._refs[key] = (count - 1, size)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for tensor in tree_leaves((args, kwargs)):
+            if isinstance(tensor, torch.Tensor):
+                key = tensor.untyped_storage().data_ptr()
+                if key not in self._refs:
+                    self._external.add(key)
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and not tensor.is_meta:
+                storage = tensor.untyped_storage()
+                key = storage.data_ptr()
+                if key == 0 or key in self._external:
+                    continue
+                count, size = self._refs.get(key, (0, storage.nbytes()))
+                if count == 0:
+                    self.live += size
+                    self.peak = max(self.peak, self.live)
+                self._refs[key] = (count + 1, size)
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
+class _Data:
+    """Test splits and fingerprints, loaded once per file for all the models that share it."""
+
+    def __init__(self) -> None:
+        self._splits: dict[Path, Any] = {}
+        self._fingerprints: dict[Path, str] = {}
+
+    def split(self, path: Path):
+        if path not in self._splits:
+            self._splits[path] = load_split(path, "test")
+        return self._splits[path]
+
+    def fingerprint(self, path: Path) -> str:
+        if path not in self._fingerprints:
+            self._fingerprints[path] = file_fingerprint(path)
+        return self._fingerprints[path]
+
+
+def _kind_of(split) -> str:
+    return "grid" if isinstance(split, GridSplit) else "graph"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _short(digest: str | None) -> str:
+    return f"{digest[:12]}..." if digest else "nothing"
+
+
+# --- the equivariance check ---------------------------------------------------------------------
+
+
+def _power(perm, times: int) -> list[int]:
+    result = list(range(4))
+    for _ in range(times):
+        result = [int(perm[a]) for a in result]
+    return result
+
+
+# name -> (spatial map of (..., H, W) tensors, action permutation new = perm[old], (dy, dx) matrix)
+_TRANSFORMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], list[int], list[list[int]]]] = {
+    "rot90": (lambda t: torch.rot90(t, 1, dims=(-2, -1)), _power(ROT90_ACTION_PERM, 1), [[0, -1], [1, 0]]),
+    "rot180": (lambda t: torch.rot90(t, 2, dims=(-2, -1)), _power(ROT90_ACTION_PERM, 2), [[-1, 0], [0, -1]]),
+    "rot270": (lambda t: torch.rot90(t, 3, dims=(-2, -1)), _power(ROT90_ACTION_PERM, 3), [[0, 1], [-1, 0]]),
+    "flip_lr": (lambda t: torch.flip(t, dims=(-1,)), list(FLIP_LR_ACTION_PERM), [[1, 0], [0, -1]]),
+    "flip_ud": (lambda t: torch.flip(t, dims=(-2,)), list(FLIP_UD_ACTION_PERM), [[-1, 0], [0, 1]]),
+}
+
+
+def transform_logits(logits: torch.Tensor, name: str) -> torch.Tensor:
+    """Where a symmetry sends grid-shaped policy outputs.
+
+    Discrete logits (B, 4, H, W): cells move with the map and action a becomes ``perm[a]`` (rot90 CCW:
+    a -> (a + 1) mod 4; flips swap W/E or N/S). Continuous vectors (B, 2, H, W) as (dy, dx) rotate with
+    the map: rot90 CCW sends (dy, dx) to (-dx, dy).
+    """
+    spatial, perm, matrix = _TRANSFORMS[name]
+    moved = spatial(logits)
+    if logits.shape[1] == 4:
+        inverse = [perm.index(c) for c in range(4)]
+        return moved[:, inverse]
+    return torch.einsum("ij,bjhw->bihw", torch.as_tensor(matrix, dtype=moved.dtype), moved)
+
+
+def equivariance_errors(
+    model, maze: torch.Tensor, goal: torch.Tensor, settings: PlanSettings, dihedral: bool
+) -> dict[str, dict[str, float]]:
+    """Relative errors ``max|f(g x) - g f(x)| / max|f(x)|`` of the policy output and the value map.
+
+    Shapes: maze (B, H, W), goal (B, 1, H, W). Returns {transform: {"policy": err, "values": err}}.
+    """
+    base = plan_batch(model, maze, goal, settings)
+    base_values = torch.nan_to_num(base.values, nan=0.0)
+    errors = {}
+    for name, (spatial, _, _) in _TRANSFORMS.items():
+        if name.startswith("flip") and not dihedral:
+            continue
+        out = plan_batch(model, spatial(maze), spatial(goal), settings)
+        expected_logits = transform_logits(base.logits, name)
+        expected_values = spatial(base_values)
+        errors[name] = {
+            "policy": float(
+                (out.logits - expected_logits).abs().max() / base.logits.abs().max().clamp_min(1e-12)
+            ),
+            "values": float(
+                (torch.nan_to_num(out.values, nan=0.0) - expected_values).abs().max()
+                / base_values.abs().max().clamp_min(1e-12)
+            ),
+        }
+    return errors
+
+
+# --- one model ----------------------------------------------------------------------------------
+
+
+class _ModelCheck:
+    """Runs the checks of one model in order, recording each verdict."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        manifest: Manifest,
+        release_root: Path,
+        data: _Data,
+        data_override: Path | None,
+        limit: int | None,
+        batch_size: int,
+    ) -> None:
+        from diffplan.training.run import ReleasePaths
+
+        self.spec, self.manifest, self.data = spec, manifest, data
+        self.data_override, self.limit, self.batch_size = data_override, limit, batch_size
+        self.paths = ReleasePaths.of(spec, release_root)
+        self.data_path = Path(data_override or spec.data)
+        self.result = ModelValidation(
+            name=spec.name,
+            algorithm=spec.algorithm,
+            kind=spec.kind,
+            folder=spec.folder,
+            target_metric=spec.target.metric,
+            target=spec.target.minimum,
+            data=str(self.data_path),
+            data_note=f"scored on --data {data_override}, not the model's own test split"
+            if data_override
+            else "",
+        )
+        self.info: dict[str, Any] | None = None
+        self.model = None
+        self.split = None
+        self.sample_output = None
+
+    def record(self, name: str, status: str, message: str) -> None:
+        self.result.checks.append(CheckResult(name, status, message))
+
+    def run_check(self, name: str, needs: tuple[str, ...], body: Callable[[], tuple[str, str]]) -> None:
+        """Run ``body`` unless a prerequisite is missing; an unexpected error fails the check."""
+        for need in needs:
+            if getattr(self, need) is None:
+                reason = {
+                    "info": "no readable metadata",
+                    "model": "the checkpoint did not load",
+                    "split": "the test split did not load",
+                    "sample_output": "inference failed",
+                }[need]
+                self.record(name, SKIP, f"skipped: {reason}.")
+                return
+        try:
+            status, message = body()
+        except DiffplanError as err:
+            status, message = FAIL, str(err)
+        except Exception as err:  # a broken model must not stop the other models' checks
+            status, message = (
+                FAIL,
+                f"raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            )
+        self.record(name, status, message)
+
+    def run(self) -> ModelValidation:
+        start = time.perf_counter()
+        self.run_check("release_files", (), self.check_files)
+        self.run_check("config", (), self.check_config)
+        self.run_check("checksum", ("info",), self.check_checksum)
+        self.run_check("safe_load", (), self.check_safe_load)
+        self.run_check("size", (), self.check_size)
+        self.split = self.data.split(self.data_path)
+        self.run_check("inference", ("model",), self.check_inference)
+        self.run_check("data_fingerprint", ("info",), self.check_fingerprint)
+        self.run_check("target", ("model", "sample_output"), self.check_target)
+        self.run_check("recorded_scores", ("info", "model", "sample_output"), self.check_recorded)
+        self.run_check("equivariance", ("model", "sample_output"), self.check_equivariance)
+        self.run_check("quick_start", ("model", "sample_output"), self.check_quick_start)
+        self.result.seconds = time.perf_counter() - start
+        return self.result
+
+    # -- files and checkpoint
+
+    def check_files(self) -> tuple[str, str]:
+        missing = [
+            str(p) for p in (self.paths.checkpoint, self.paths.info, self.paths.config) if not p.is_file()
+        ]
+        if missing:
+            if self.paths.info.is_file():
+                try:
+                    self.info = read_info(self.paths.info)
+                except DiffplanError:
+                    pass  # reported as missing files already; the metadata's own problem comes next run
+            return FAIL, f"missing {', '.join(missing)}; train the model or restore the files."
+        info = read_info(self.paths.info)
+        wrong = [
+            f"{key} is {info[key]!r}, expected {want!r}"
+            for key, want in (("model_name", self.spec.name), ("algorithm", self.spec.algorithm))
+            if info[key] != want
+        ]
+        if wrong:
+            return FAIL, f"metadata {self.paths.info}: {'; '.join(wrong)}."
+        self.info = info
+        return PASS, "checkpoint, metadata and config present; metadata complete."
+
+    def check_config(self) -> tuple[str, str]:
+        if not self.paths.config.is_file():
+            return SKIP, "skipped: no release config file."
+        try:
+            saved = yaml.safe_load(self.paths.config.read_text()) or {}
+        except yaml.YAMLError as err:
+            return FAIL, f"{self.paths.config} is not readable YAML ({err.__class__.__name__})."
+        wanted = self.spec.resolved()
+        differ = sorted(
+            k for k in set(saved) | set(wanted) if k not in RECIPE_EXEMPT and saved.get(k) != wanted.get(k)
+        )
+        if differ:
+            details = "; ".join(
+                f"{k}: release {saved.get(k)!r}, manifest {wanted.get(k)!r}" for k in differ[:3]
+            )
+            return FAIL, (
+                f"the model was trained with another recipe than {self.manifest.path} lists ({details}); "
+                f"retrain it with `diffplan train --only {self.spec.name} --force`."
+            )
+        return PASS, "trained from exactly this manifest entry."
+
+    def check_checksum(self) -> tuple[str, str]:
+        if not self.paths.checkpoint.is_file():
+            return SKIP, "skipped: no checkpoint."
+        actual, recorded = sha256_file(self.paths.checkpoint), self.info["model_stats"]["checkpoint_sha256"]
+        if actual != recorded:
+            return FAIL, (
+                f"sha256 of {self.paths.checkpoint} is {_short(actual)} but the metadata records "
+                f"{_short(recorded)}: the checkpoint was modified or corrupted after training."
+            )
+        return PASS, f"sha256 {_short(actual)}."
+
+    def check_safe_load(self) -> tuple[str, str]:
+        if not self.paths.checkpoint.is_file():
+            return SKIP, "skipped: no checkpoint."
+        record = read_release_checkpoint(self.paths.checkpoint)
+        if (
+            record.get("algorithm") != self.spec.algorithm
+            or record.get("model_config") != self.spec.model_args()
+        ):
+            return FAIL, (
+                f"{self.paths.checkpoint} holds {record.get('algorithm')} with "
+                f"{record.get('model_config')}, but the manifest entry is {self.spec.algorithm} with "
+                f"{self.spec.model_args()}."
+            )
+        model = model_from_record(record, self.paths.checkpoint)
+        self.result.parameters = sum(p.numel() for p in model.parameters())
+        self.model = model
+        return PASS, f"weights_only load and strict rebuild; {self.result.parameters:,} parameters."
+
+    def check_size(self) -> tuple[str, str]:
+        if not self.paths.checkpoint.is_file():
+            return SKIP, "skipped: no checkpoint."
+        size = self.paths.checkpoint.stat().st_size / 1e6
+        self.result.size_mb = size
+        if size >= MAX_CHECKPOINT_MB:
+            return FAIL, f"{self.paths.checkpoint} is {size:.2f} MB; release checkpoints must be under 10 MB."
+        return PASS, f"{size:.3f} MB."
+
+    # -- inference and scores
+
+    @property
+    def settings(self) -> PlanSettings:
+        has_obstacle = getattr(self.split, "has_obstacle", True)
+        return PlanSettings(self.spec.kind, has_obstacle)
+
+    def check_inference(self) -> tuple[str, str]:
+        split, model = self.split, self.model
+        if _kind_of(split) != self.spec.kind:
+            return (
+                FAIL,
+                f"{self.data_path} is a {_kind_of(split)} data set; "
+                f"{self.spec.name} is a {self.spec.kind} planner.",
+            )
+        count = min(SAMPLE_MAPS, len(split))
+        batch = make_batch(split, torch.arange(count))
+        with torch.no_grad():
+            output = plan(model, batch, self.spec.kind)
+        batch_size, height, width = batch["maze"].shape
+        if self.spec.kind == "grid":
+            expected = {"logits": (batch_size, 4, height, width), "values": (batch_size, 1, height, width)}
+        else:
+            nodes = batch["x"].shape[0]
+            expected = {"logits": (nodes, 2 if self.spec.cont_action else 4), "values": (nodes, 1)}
+        for key, shape in expected.items():
+            tensor = getattr(output, key)
+            if tuple(tensor.shape) != shape:
+                return FAIL, f"{key} have shape {tuple(tensor.shape)} on {count} test maps; expected {shape}."
+            if not torch.isfinite(tensor).all():
+                bad = int((~torch.isfinite(tensor)).sum())
+                return FAIL, f"{bad} non-finite {key} (NaN or inf) on the first {count} test maps."
+        self.sample_output = (batch, output)
+        self.result.latency_ms = self._latency_ms(split)
+        self.result.peak_memory_mb = self._peak_memory_mb(split)
+        return PASS, (
+            f"{count} maps: finite {self.spec.kind} outputs of the right shapes; "
+            f"{self.result.latency_ms:.2f} ms per maze, peak {self.result.peak_memory_mb:.2f} MB."
+        )
+
+    def _latency_ms(self, split) -> float:
+        times = []
+        with torch.no_grad():
+            for i in range(-1, min(LATENCY_MAPS, len(split))):  # -1: a warm-up run, not timed
+                batch = make_batch(split, [max(i, 0)])
+                start = time.perf_counter()
+                plan(self.model, batch, self.spec.kind)
+                if i >= 0:
+                    times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+
+    def _peak_memory_mb(self, split) -> float:
+        batch = make_batch(split, [0])
+        with torch.no_grad(), _TensorMemory() as tracker:
+            output = plan(self.model, batch, self.spec.kind)
+            del output
+        return tracker.peak / 1e6
+
+    def _scores(self) -> dict[str, float]:
+        if not self.result.scores:
+            start = time.perf_counter()
+            self.result.scores = evaluate(
+                self.model,
+                self.split,
+                kind=self.spec.kind,
+                cont_action=self.spec.cont_action,
+                has_obstacle=self.settings.has_obstacle,
+                batch_size=self.batch_size,
+                limit=self.limit,
+            )
+            self.result.batched_ms_per_maze = (
+                1000 * (time.perf_counter() - start) / max(self.result.scores["maps"], 1)
+            )
+        return self.result.scores
+
+    def check_fingerprint(self) -> tuple[str, str]:
+        if self.data_override:
+            return SKIP, f"skipped: scored on --data {self.data_override}, not the data the metadata names."
+        recorded = self.info["training_data"].get("fingerprint")
+        actual = self.data.fingerprint(self.data_path)
+        if actual != recorded:
+            return FAIL, (
+                f"{self.data_path} has fingerprint {_short(actual)} but the metadata names "
+                f"{_short(recorded)}: these are not the data the model was trained and scored on; "
+                f"regenerate them with `diffplan data generate --manifest {self.manifest.path}` "
+                f"or retrain the model."
+            )
+        return PASS, f"fingerprint {_short(actual)}."
+
+    def check_target(self) -> tuple[str, str]:
+        scores = self._scores()
+        metric, minimum = self.spec.target.metric, self.spec.target.minimum
+        measured = scores[metric]
+        where = f"on {scores['maps']} test maps of {self.data_path}"
+        if not measured > minimum:
+            return (
+                FAIL,
+                f"test {metric} {_percent(measured)} is not above the target {_percent(minimum)} ({where}).",
+            )
+        return PASS, f"test {metric} {_percent(measured)} > {_percent(minimum)} ({where})."
+
+    def check_recorded(self) -> tuple[str, str]:
+        if self.data_override:
+            return (
+                SKIP,
+                f"skipped: scored on --data {self.data_override}; the metadata's scores are on other data.",
+            )
+        scores = self._scores()
+        performance = self.info["performance"]
+        recorded_maps = performance.get("test_maps")
+        if recorded_maps is not None and recorded_maps != scores["maps"]:
+            return SKIP, (
+                f"skipped: scored {scores['maps']} maps (--limit), the metadata's scores are over "
+                f"{recorded_maps}."
+            )
+        gaps = []
+        for metric in RECORDED:
+            recorded = performance[f"test_{metric}"]
+            if recorded is None or abs(scores[metric] - recorded) * 100 > SCORE_TOLERANCE_POINTS:
+                gaps.append(
+                    f"test_{metric} recorded {'none' if recorded is None else _percent(recorded)}, "
+                    f"measured {_percent(scores[metric])}"
+                )
+        if gaps:
+            return FAIL, (
+                f"the file and the model disagree: {'; '.join(gaps)} (more than "
+                f"{SCORE_TOLERANCE_POINTS} points apart) in {self.paths.info}."
+            )
+        return (
+            PASS,
+            f"accuracy, success and optimality within {SCORE_TOLERANCE_POINTS} points of the metadata.",
+        )
+
+    # -- symmetry and the quick start
+
+    def check_equivariance(self) -> tuple[str, str]:
+        from diffplan.models import get_model_entry
+
+        entry = get_model_entry(self.spec.algorithm)
+        if not entry.symmetric and self.spec.group is None:
+            return SKIP, "not a symmetric planner."
+        group = (self.spec.group or self.spec.model_args().get("group") or "d4").lower()
+        dihedral = group.startswith("d")
+        batch, _ = self.sample_output
+        count = min(4, batch["maze"].shape[0])
+        errors = equivariance_errors(
+            self.model, batch["maze"][:count], batch["goal"][:count], self.settings, dihedral
+        )
+        parts = ("values",) if self.spec.no_equiv_policy else ("policy", "values")
+        what = (
+            "value map only (no_equiv_policy: the policy head is not equivariant by design)"
+            if self.spec.no_equiv_policy
+            else "policy and value map"
+        )
+        worst = max(((errors[t][p], t, p) for t in errors for p in parts), key=lambda e: e[0])
+        transforms = ", ".join(errors)
+        if not worst[0] < EQUIVARIANCE_TOLERANCE or math.isnan(worst[0]):
+            return FAIL, (
+                f"{group} planner is not equivariant: its {worst[2]} under {worst[1]} is off by "
+                f"{worst[0]:.2e} (relative), above {EQUIVARIANCE_TOLERANCE:.0e}; checked {what} "
+                f"under {transforms}."
+            )
+        return PASS, f"{what} under {transforms}: worst relative error {worst[0]:.1e}."
+
+    def check_quick_start(self) -> tuple[str, str]:
+        model = load_model(self.paths.checkpoint)
+        batch, output = self.sample_output
+        maze = batch["maze"][0].numpy()
+        goal = divmod(int(batch["goal"][0].flatten().argmax()), maze.shape[1])
+        result = plan_maze(model, maze, goal)
+        if tuple(result.actions.shape) != maze.shape or result.actions.dtype != torch.long:
+            return (
+                FAIL,
+                f"plan_maze returned actions of shape {tuple(result.actions.shape)}, expected {maze.shape}.",
+            )
+        reference = policy_of(output, batch, self.settings)
+        diff = float((result.logits - reference.logits[0]).abs().max())
+        scale = float(reference.logits[0].abs().max()) + 1e-12
+        if not diff <= 1e-4 * max(scale, 1.0):
+            return FAIL, (
+                f"plan_maze on test map 0 disagrees with the planner on the data set's input "
+                f"(logits differ by {diff:.2e}): the quick start builds the planner's input differently."
+            )
+        return PASS, f"load_model + plan_maze(model, maze, {goal}) agree with the data set's inference."
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _check_inputs(specs: list[ModelSpec], manifest: Manifest, data: Path | None, limit: int | None) -> None:
+    """Refuse bad input before any work (exit 2)."""
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be a positive number of maps, got {limit}.")
+    if data is not None:
+        if not Path(data).is_file():
+            raise DataFileError(f"data set {data} does not exist; give the path of a generated data set.")
+        return
+    for spec in specs:
+        if not Path(spec.data).is_file():
+            raise DataFileError(
+                f"data set {spec.data} for {spec.name} does not exist; make it with "
+                f"`diffplan data generate --manifest {manifest.path}`."
+            )
+
+
+def validate_models(
+    manifest: Manifest,
+    names: list[str] | None = None,
+    *,
+    release_root: str | Path = Path("pretrained_models"),
+    data: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 250,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ValidationReport:
+    """Validate the named models of ``manifest`` (all when ``names`` is empty).
+
+    Args:
+        release_root: the folder holding ``grid/``, ``graph/``, ``continuous/``.
+        data: score on this data set's test split instead of each model's own.
+        limit: score only the first ``limit`` test maps.
+        progress: called with (model name, index, total) before each model.
+
+    Raises ``ModelNotFoundError`` / ``DataFileError`` / ``BadInputError`` (exit 2) before any work.
+    """
+    start = time.perf_counter()
+    specs = manifest.select(names)
+    data_path = Path(data) if data is not None else None
+    _check_inputs(specs, manifest, data_path, limit)
+    cache = _Data()
+    if data_path is not None:
+        kind = _kind_of(cache.split(data_path))
+        wrong = [s.name for s in specs if s.kind != kind]
+        if wrong:
+            raise BadInputError(
+                f"--data {data_path} is a {kind} data set, but {', '.join(wrong)} "
+                f"{'is' if len(wrong) == 1 else 'are'} not {kind} planners; name {kind} models only."
+            )
+    results = []
+    for index, spec in enumerate(specs):
+        if progress is not None:
+            progress(spec.name, index, len(specs))
+        results.append(
+            _ModelCheck(spec, manifest, Path(release_root), cache, data_path, limit, batch_size).run()
+        )
+    return ValidationReport(
+        results, str(data_path) if data_path else None, limit, time.perf_counter() - start, now_iso()
+    )
+
+
+def write_results(
+    report: ValidationReport, release_root: str | Path = Path("pretrained_models")
+) -> list[Path]:
+    """Store the report under ``<release_root>/evaluation_results/``: ``<name>.json`` per model and
+    ``summary.json`` (merged with earlier runs' entries for models not validated now). Atomic writes."""
+    folder = Path(release_root) / "evaluation_results"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    common = {
+        "created_date": report.created_date,
+        "data_override": report.data_override,
+        "limit": report.limit,
+    }
+    for model in report.models:
+        path = folder / f"{model.name}.json"
+        atomic_write_text(path, json.dumps({**common, **model.to_dict()}, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    summary_path = folder / "summary.json"
+    entries: dict[str, Any] = {}
+    if summary_path.is_file():
+        try:
+            entries = json.loads(summary_path.read_text()).get("models", {})
+        except (OSError, ValueError, AttributeError):
+            entries = {}
+    for model in report.models:
+        entries[model.name] = {
+            **common,
+            "passed": model.passed,
+            "scores": model.scores,
+            "target": {"metric": model.target_metric, "minimum": model.target},
+            "parameters": model.parameters,
+            "size_mb": model.size_mb,
+            "latency_ms": model.latency_ms,
+            "peak_memory_mb": model.peak_memory_mb,
+            "failed_checks": [c.name for c in model.failed],
+        }
+    summary = {"passed": all(e["passed"] for e in entries.values()), "models": dict(sorted(entries.items()))}
+    atomic_write_text(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    written.append(summary_path)
+    return written

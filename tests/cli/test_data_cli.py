@@ -1,0 +1,222 @@
+"""`diffplan data generate` and `diffplan data info`: results, and one clear line + exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffplan_cli.app import app  # noqa: E402
+from torch_geometric.data import Data  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+SMALL = ["--train-size", "12", "--valid-size", "4", "--test-size", "4"]
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _fails_with(result, message: str) -> None:
+    """Exit code 2 and exactly one line on stderr: ``Error: ...`` naming the problem."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and message in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def grid_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "grid.npz"
+    result = _run("data", "generate", "--kind", "grid", *SMALL, "--seed", "3", "--output", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_generate_writes_the_file_and_prints_a_summary(grid_file):
+    assert grid_file.is_file()
+
+
+def test_generate_graph_with_options(tmp_path):
+    path = tmp_path / "cont.pth"
+    result = _run("data", "generate", "--kind", "graph", "--cont-action", *SMALL, "--output", path)
+    assert result.exit_code == 0, result.output
+    assert "generated" in result.stdout and "12/4/4" in result.stdout
+    assert torch.load(path, weights_only=True)["metadata"]["cont_action"] is True
+
+
+def test_info_prints_tables_and_json(grid_file):
+    result = _run("data", "info", grid_file)
+    assert result.exit_code == 0, result.output
+    assert "ours" in result.stdout and "matches the stored one" in result.stdout
+    result = _run("data", "info", grid_file, "--json")
+    info = json.loads(result.stdout)
+    assert info["kind"] == "grid" and info["splits"]["train"]["mazes"] == 12 and info["fingerprint_ok"]
+
+
+# --- bad input: exit 2, one line, files untouched ---------------------------------------------------
+
+
+def test_info_missing_file(tmp_path):
+    _fails_with(_run("data", "info", tmp_path / "nope.npz"), "does not exist")
+
+
+def test_info_unknown_npz_layout(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez_compressed(path, np.zeros((2, 15, 15)), np.zeros((2, 1, 15, 15)))
+    _fails_with(_run("data", "info", path), "unknown npz layout")
+
+
+def test_info_truncated_file(tmp_path, grid_file):
+    path = tmp_path / "truncated.npz"
+    path.write_bytes(grid_file.read_bytes()[:1000])
+    _fails_with(_run("data", "info", path), "truncated or corrupted")
+
+
+def test_info_mismatched_shapes(tmp_path):
+    maze, goal, policy = np.ones((3, 15, 15)), np.zeros((3, 1, 15, 15)), np.zeros((3, 4, 1, 15, 15))
+    goal[:, 0, 1, 1] = 1
+    path = tmp_path / "mismatch.npz"
+    np.savez_compressed(path, maze, goal, policy, maze, goal, policy, maze, goal[:2], policy)
+    _fails_with(_run("data", "info", path), "test goal (arr_7) has shape (2, 1, 15, 15)")
+
+
+def test_info_published_pickle_needs_trust(tmp_path):
+    graph = Data(
+        x=torch.zeros(4, 4), labels=torch.zeros(4, 4), edge_index=torch.zeros(2, 0, dtype=torch.long)
+    )
+    path = tmp_path / "published.pth"
+    torch.save([[graph], [graph], [graph]], path)
+    _fails_with(_run("data", "info", path), "pass --trust-pickle")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train-size", "0"], "train size must be a positive number of mazes, got 0"),
+        (["--valid-size", "-5"], "valid size must be a positive number of mazes, got -5"),
+        (["--maze-size", "3"], "maze size 3 cannot be carved"),
+        (["--maze-size", "16"], "maze size 16 cannot be carved"),
+    ],
+)
+def test_generate_bad_sizes(tmp_path, args, message):
+    out = tmp_path / "mazes.npz"
+    _fails_with(_run("data", "generate", "--kind", "grid", *SMALL, *args, "--output", out), message)
+    assert not out.exists()
+
+
+def test_generate_output_in_missing_folder(tmp_path):
+    out = tmp_path / "missing" / "mazes.npz"
+    _fails_with(_run("data", "generate", "--kind", "grid", *SMALL, "--output", out), "does not exist")
+
+
+def test_generate_output_that_is_a_folder(tmp_path):
+    out = tmp_path / "mazes.npz"
+    out.mkdir()
+    _fails_with(_run("data", "generate", "--kind", "grid", *SMALL, "--output", out), "is a folder")
+
+
+def test_generate_output_whose_parent_is_a_file(tmp_path):
+    (tmp_path / "blocker").write_text("x")
+    out = tmp_path / "blocker" / "mazes.npz"
+    _fails_with(
+        _run("data", "generate", "--kind", "grid", *SMALL, "--output", out), "is a file, not a folder"
+    )
+
+
+def test_generate_existing_output_without_force(tmp_path):
+    out = tmp_path / "mazes.npz"
+    out.write_bytes(b"keep me")
+    _fails_with(_run("data", "generate", "--kind", "grid", *SMALL, "--output", out), "pass --force")
+    assert out.read_bytes() == b"keep me"
+    assert _run("data", "generate", "--kind", "grid", *SMALL, "--output", out, "--force").exit_code == 0
+    assert out.read_bytes() != b"keep me"
+
+
+def test_generate_wrong_suffix_and_grid_only_flags(tmp_path):
+    _fails_with(
+        _run("data", "generate", "--kind", "grid", *SMALL, "--output", tmp_path / "x.pth"), "rename it"
+    )
+    args = ["data", "generate", "--kind", "grid", "--cont-action", *SMALL, "--output", tmp_path / "x.npz"]
+    _fails_with(_run(*args), "graph data sets only")
+
+
+def test_generate_options_without_kind_or_with_a_manifest(tmp_path):
+    _fails_with(_run("data", "generate", "--seed", "3"), "--seed needs --kind")
+    both = ["data", "generate", "--manifest", tmp_path / "m.yaml", "--kind", "grid"]
+    _fails_with(_run(*both), "either --manifest or --kind")
+
+
+# --- manifest ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registered_planner(monkeypatch):
+    """A stand-in grid planner so a manifest validates without the real registry."""
+    from diffplan.models import _registry
+
+    monkeypatch.setattr(_registry, "_ensure_loaded", lambda: None)
+    entry = _registry.ModelEntry("DataTestPlanner", "grid", lambda k=10: None)
+    monkeypatch.setitem(_registry._REGISTRY, "DataTestPlanner", entry)
+
+
+def _manifest(folder, seed=0):
+    path = folder / "manifest.yaml"
+    path.write_text(
+        f"""
+datasets:
+  maze15:
+    path: {folder / "grid.npz"}
+    kind: grid
+    train_size: 10
+    valid_size: 3
+    test_size: 3
+    seed: {seed}
+  graph15:
+    path: {folder / "graph.pth"}
+    kind: graph
+    train_size: 10
+    valid_size: 3
+    test_size: 3
+    seed: {seed}
+models:
+  - name: tiny
+    algorithm: DataTestPlanner
+    task: GridWorld
+    data: {folder / "grid.npz"}
+    folder: grid
+    target: {{metric: accuracy, minimum: 0.5}}
+"""
+    )
+    return path
+
+
+def test_manifest_generates_every_data_set_then_skips_them(tmp_path, registered_planner):
+    manifest = _manifest(tmp_path)
+    first = _run("data", "generate", "--manifest", manifest)
+    assert first.exit_code == 0, first.output
+    assert sum("generated" in line and "│" in line for line in first.stdout.splitlines()) == 2
+    stamp = (tmp_path / "grid.npz").stat().st_mtime_ns
+    second = _run("data", "generate", "--manifest", manifest)
+    assert second.exit_code == 0, second.output
+    assert sum("skipped" in line and "│" in line for line in second.stdout.splitlines()) == 2
+    assert (tmp_path / "grid.npz").stat().st_mtime_ns == stamp
+
+
+def test_manifest_with_changed_settings_needs_force(tmp_path, registered_planner):
+    assert _run("data", "generate", "--manifest", _manifest(tmp_path)).exit_code == 0
+    before = (tmp_path / "grid.npz").read_bytes()
+    changed = _manifest(tmp_path, seed=1)
+    _fails_with(_run("data", "generate", "--manifest", changed), "seed: the file has 0, wanted 1")
+    assert (tmp_path / "grid.npz").read_bytes() == before
+    assert _run("data", "generate", "--manifest", changed, "--force").exit_code == 0
+    assert (tmp_path / "grid.npz").read_bytes() != before
+
+
+def test_missing_manifest(tmp_path):
+    _fails_with(_run("data", "generate", "--manifest", tmp_path / "none.yaml"), "does not exist")

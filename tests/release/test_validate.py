@@ -1,0 +1,259 @@
+"""`diffplan validate`: every check passes on a good release and each kind of damage fails its own check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import diffplan
+from diffplan.envs import generate_dataset, load_split
+from diffplan.errors import BadInputError
+from diffplan.planning import PlanSettings, plan_maze
+from diffplan.release.checkpoint import load_model, sha256_file
+from diffplan.release.manifest import load_manifest
+from diffplan.release.validation import CHECKS, equivariance_errors, transform_logits, validate_models
+from diffplan.training.batching import make_batch
+from diffplan_cli.app import app
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def validate_json(release, *args):
+    """Run `diffplan validate` and return (exit code, output, the --json report)."""
+    out = release.root / "report.json"
+    result = cli("validate", *args, "--manifest", release.manifest, "--json", out)
+    report = json.loads(out.read_text()) if out.is_file() else None
+    return result.exit_code, result.output, report
+
+
+def checks_of(report, name):
+    return next(m for m in report["models"] if m["name"] == name)["checks"]
+
+
+def failed(report, name):
+    return sorted(k for k, v in checks_of(report, name).items() if v["status"] == "fail")
+
+
+def test_a_good_release_passes_every_check_and_stores_its_results(release):
+    code, output, report = validate_json(release, "--all")
+    assert code == 0, output
+    assert report["passed"] and len(report["models"]) == 4
+    for model in report["models"]:
+        assert set(model["checks"]) == set(CHECKS)
+        assert model["passed"] and model["latency_ms"] > 0 and model["peak_memory_mb"] > 0
+        assert model["scores"]["maps"] == 16
+    symvin = checks_of(report, "SymVIN_tiny")
+    assert symvin["equivariance"]["status"] == "pass"
+    assert "rot90" in symvin["equivariance"]["message"] and "flip_ud" in symvin["equivariance"]["message"]
+    assert checks_of(report, "VIN_tiny")["equivariance"]["status"] == "skip"
+    results = release.release_root / "evaluation_results"
+    assert {p.name for p in results.iterdir()} == {f"{m['name']}.json" for m in report["models"]} | {"summary.json"}
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["passed"] and set(summary["models"]) == {m["name"] for m in report["models"]}
+    assert "all checks passed" in output
+
+
+def test_a_flipped_byte_in_a_checkpoint_fails_the_checksum(release):
+    path = release.file("VIN_tiny")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    code, output, report = validate_json(release, "VIN_tiny")
+    assert code == 1
+    assert "checksum" in failed(report, "VIN_tiny")
+    message = checks_of(report, "VIN_tiny")["checksum"]["message"]
+    assert "sha256" in message and "modified or corrupted" in message
+    assert "checksum" in output
+
+
+def test_a_deleted_metadata_file_fails_the_release_files_check(release):
+    release.file("VIN_tiny", "_info.json").unlink()
+    code, output, report = validate_json(release, "VIN_tiny")
+    assert code == 1
+    assert failed(report, "VIN_tiny") == ["release_files"]
+    assert "VIN_tiny_info.json" in checks_of(report, "VIN_tiny")["release_files"]["message"]
+    assert checks_of(report, "VIN_tiny")["checksum"]["status"] == "skip"  # nothing to compare against
+
+
+def test_a_hand_edited_accuracy_in_the_metadata_fails_the_recorded_scores(release):
+    path = release.file("VIN_tiny", "_info.json")
+    info = json.loads(path.read_text())
+    info["performance"]["test_accuracy"] = 0.99
+    path.write_text(json.dumps(info))
+    code, output, report = validate_json(release, "VIN_tiny")
+    assert code == 1
+    assert failed(report, "VIN_tiny") == ["recorded_scores"]
+    message = checks_of(report, "VIN_tiny")["recorded_scores"]["message"]
+    assert "the file and the model disagree" in message and "99.00%" in message
+
+
+class NotAWeight:
+    """A pickled class instance: torch.load(weights_only=True) refuses it."""
+
+    def __init__(self):
+        self.payload = "code could run here"
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_by_the_safe_load(release):
+    path = release.file("VIN_tiny")
+    record = torch.load(path, weights_only=True)
+    record["extra"]["hook"] = NotAWeight()
+    torch.save(record, path)
+    info_path = release.file("VIN_tiny", "_info.json")
+    info = json.loads(info_path.read_text())
+    info["model_stats"]["checkpoint_sha256"] = sha256_file(path)  # so that only the safe load can catch it
+    info_path.write_text(json.dumps(info))
+    code, output, report = validate_json(release, "VIN_tiny")
+    assert code == 1
+    assert failed(report, "VIN_tiny") == ["safe_load"]
+    assert "weights_only=True" in checks_of(report, "VIN_tiny")["safe_load"]["message"]
+    assert checks_of(report, "VIN_tiny")["target"]["status"] == "skip"
+
+
+def test_a_target_above_the_models_accuracy_fails_the_target_check(release):
+    release.edit_manifest("MP-VIN_tiny", target={"minimum": 0.99})
+    code, output, report = validate_json(release, "MP-VIN_tiny", "VIN_tiny")
+    assert code == 1
+    assert failed(report, "MP-VIN_tiny") == ["target"]
+    assert failed(report, "VIN_tiny") == []
+    assert "is not above the target 99.00%" in checks_of(report, "MP-VIN_tiny")["target"]["message"]
+    assert "MP-VIN_tiny · target" in output
+
+
+def test_a_changed_training_recipe_fails_the_config_check(release):
+    release.edit_manifest("VIN_tiny", lr=0.5)
+    code, _, report = validate_json(release, "VIN_tiny")
+    assert code == 1 and failed(report, "VIN_tiny") == ["config"]
+    assert "lr: release 0.001, manifest 0.5" in checks_of(report, "VIN_tiny")["config"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("VIN_tinny",), "no model named 'VIN_tinny'"),
+        ((), "pass --all"),
+        (("VIN_tiny", "--all"), "not both"),
+        (("--all", "--manifest", "missing.yaml"), "manifest missing.yaml does not exist"),
+        (("--all", "--data", "data/none.npz"), "data set data/none.npz does not exist"),
+        (("--all", "--data", "data/tiny_grid.npz"), "is a grid data set"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(release, args, message):
+    if "--manifest" not in args:
+        args = (*args, "--manifest", release.manifest)
+    result = cli("validate", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_data_set_names_the_command_that_makes_it(release):
+    (release.root / "data" / "tiny_graph.pth").unlink()
+    result = cli("validate", "--all", "--manifest", release.manifest)
+    assert result.exit_code == 2
+    assert f"diffplan data generate --manifest {release.manifest}" in result.output
+
+
+def test_other_data_skips_the_fingerprint_and_recorded_score_checks_and_says_so(release):
+    generate_dataset("grid", release.root / "data" / "other.npz", maze_size=9, train_size=4, valid_size=4,
+                     test_size=8, seed=11)
+    code, output, report = validate_json(release, "VIN_tiny", "SymVIN_tiny", "--data", "data/other.npz")
+    assert code == 0, output
+    checks = checks_of(report, "VIN_tiny")
+    assert checks["data_fingerprint"]["status"] == "skip" and "--data data/other.npz" in checks["data_fingerprint"]["message"]
+    assert checks["recorded_scores"]["status"] == "skip"
+    assert report["models"][0]["scores"]["maps"] == 8
+    assert "fingerprint and recorded-score checks skipped" in output
+
+
+def test_a_limit_scores_fewer_maps_and_does_not_compare_them_with_the_metadata(release):
+    manifest = load_manifest(release.manifest)
+    report = validate_models(manifest, ["VIN_tiny"], release_root=release.release_root, limit=4)
+    model = report.models[0]
+    assert model.passed and model.scores["maps"] == 4
+    assert model.check("recorded_scores").status == "skip" and "--limit" in model.check("recorded_scores").message
+
+
+# --- the equivariance check itself ------------------------------------------------------------
+
+
+def test_transforming_logits_moves_actions_the_way_vectors_rotate():
+    deltas = torch.tensor([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])  # N, W, S, E as (dy, dx)
+    for name in ("rot90", "rot180", "rot270", "flip_lr", "flip_ud"):
+        for action in range(4):
+            one_hot = torch.zeros(1, 4, 1, 1)
+            one_hot[0, action] = 1.0
+            moved_action = int(transform_logits(one_hot, name)[0, :, 0, 0].argmax())
+            vector = deltas[action].view(1, 2, 1, 1)
+            assert torch.equal(transform_logits(vector, name)[0, :, 0, 0], deltas[moved_action]), (name, action)
+    # rot90 counter-clockwise: N -> W (DESIGN section 3)
+    assert int(transform_logits(torch.eye(4).view(4, 4, 1, 1)[:1], "rot90")[0, :, 0, 0].argmax()) == 1
+
+
+def test_equivariance_errors_are_tiny_for_symvin_and_large_for_a_plain_vin(release):
+    split = load_split(release.root / "data" / "tiny_grid.npz", "test")
+    batch = make_batch(split, range(3))
+    settings = PlanSettings("grid")
+    sym = equivariance_errors(load_model(release.file("SymVIN_tiny")), batch["maze"], batch["goal"], settings, True)
+    plain = equivariance_errors(load_model(release.file("VIN_tiny")), batch["maze"], batch["goal"], settings, True)
+    assert max(e["policy"] for e in sym.values()) < 1e-4
+    assert max(e["values"] for e in sym.values()) < 1e-4
+    assert max(e["policy"] for e in plain.values()) > 1e-3
+
+
+# --- plan_maze, the library face the checks use -------------------------------------------------
+
+
+def test_plan_maze_accepts_single_mazes_batches_pairs_and_one_hot_maps(release):
+    model = diffplan.load_model("VIN_tiny")  # by name, from ./pretrained_models
+    split = load_split(release.root / "data" / "tiny_grid.npz", "test")
+    maze, goal_map = split.maze[:3], split.goal[:3]
+    goals = [divmod(int(g.argmax()), 7) for g in goal_map]
+    single = plan_maze(model, maze[0].numpy(), goals[0])
+    assert single.actions.shape == (7, 7) and single.actions.dtype == torch.long
+    assert single.values.shape == (7, 7) and single.logits.shape == (4, 7, 7)
+    from_map = plan_maze(model, maze[0], goal_map[0])
+    batch = plan_maze(model, maze.tolist(), np.array(goals))
+    assert batch.actions.shape == (3, 7, 7)
+    assert torch.equal(from_map.actions, single.actions) and torch.equal(batch.actions[0], single.actions)
+    with torch.no_grad():
+        reference = model(maze, goal_map).logits.argmax(1)
+    assert torch.equal(batch.actions, reference)
+    path = single.path(goals[0])
+    assert path == [goals[0]]
+
+
+def test_plan_maze_on_a_graph_model_builds_the_data_sets_graph(release):
+    split = load_split(release.root / "data" / "tiny_graph.pth", "test")
+    model = load_model(release.file("MP-VIN_tiny"))
+    goal = divmod(int(split.goal[0].argmax()), 7)
+    result = plan_maze(model, split.maze[0], goal)
+    batch = make_batch(split, [0])
+    with torch.no_grad():
+        reference = model(batch["x"], batch["edge_index"], batch["batch"]).logits.argmax(1)
+    assert torch.equal(result.actions.flatten()[batch["node_cell"]], reference)
+    continuous = plan_maze(load_model(release.file("MP-VIN_tiny_continuous")), split.maze[0], goal)
+    assert continuous.logits.shape == (2, 7, 7) and continuous.actions.min() >= 0
+
+
+@pytest.mark.parametrize(
+    ("maze", "goal", "message"),
+    [
+        (np.ones((7, 7)), (9, 1), "outside"),
+        (np.pad(np.ones((5, 5)), 1), (0, 0), "is a wall"),
+        (np.full((7, 7), 2.0), (1, 1), "1 (free) or 0 (wall)"),
+        (np.ones((7,)), (1, 1), "shape (H, W)"),
+        (np.ones((7, 7)), np.ones((7, 7)), "one-hot"),
+    ],
+)
+def test_plan_maze_refuses_bad_input_with_a_clear_message(release, maze, goal, message):
+    with pytest.raises(BadInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_maze(load_model(release.file("VIN_tiny")), maze, goal)

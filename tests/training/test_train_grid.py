@@ -1,0 +1,142 @@
+"""`diffplan train` end to end on a tiny manifest: release files, reload, resume, NaN, locks, bad input."""
+
+import fcntl
+import json
+import signal
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from diffplan.envs import load_split
+from diffplan.errors import TrainingError
+from diffplan.release.checkpoint import load_model
+from diffplan.release.manifest import load_manifest
+from diffplan.training.batching import make_batch
+from diffplan.training.module import PlannerModule
+from diffplan.training.run import TrainingInterrupted, TrainOptions, train_model
+from diffplan_cli.app import app
+from tests.training.conftest import GRID_MODELS, grid_entry, tiny_manifest
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("algorithm", sorted(GRID_MODELS))
+def test_train_writes_release_files_that_reload_to_the_same_outputs(tmp_path, tiny_data, algorithm):
+    name = f"{algorithm}_tiny"
+    manifest = tiny_manifest(tmp_path, tiny_data, [grid_entry(name, algorithm, tiny_data)])
+    result = cli(
+        "train",
+        "--manifest",
+        manifest,
+        "--only",
+        name,
+        "--run-root",
+        tmp_path / "runs",
+        "--release-root",
+        tmp_path / "release",
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "release" / "grid"
+    info = json.loads((folder / f"{name}_info.json").read_text())
+    config = yaml.safe_load((folder / "configs" / f"{name}_config.yaml").read_text())
+    assert config["name"] == name and config["algorithm"] == algorithm
+    assert 0.0 <= info["performance"]["test_accuracy"] <= 1.0
+    assert info["training_run"]["epochs_run"] == 1 and info["training_run"]["best_epoch"] == 1
+    assert info["model_stats"]["file_size_mb"] < 10
+
+    released = load_model(folder / f"{name}.ckpt")
+    trained = PlannerModule.load_from_checkpoint(
+        tmp_path / "runs" / name / "best.ckpt", map_location="cpu"
+    ).model
+    trained.eval()
+    batch = make_batch(load_split(tiny_data["grid"], "test"), range(4))
+    with torch.no_grad():
+        assert torch.allclose(
+            released(batch["maze"], batch["goal"]).logits,
+            trained(batch["maze"], batch["goal"]).logits,
+            atol=1e-6,
+        )
+    # A second run with the same entry is skipped: the release files already match it.
+    again = cli(
+        "train",
+        "--manifest",
+        manifest,
+        "--only",
+        name,
+        "--run-root",
+        tmp_path / "runs",
+        "--release-root",
+        tmp_path / "release",
+    )
+    assert again.exit_code == 0 and "skipped" in again.output
+
+
+def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_data):
+    manifest = load_manifest(
+        tiny_manifest(tmp_path, tiny_data, [grid_entry("VIN_tiny", "VIN", tiny_data, epochs=3)])
+    )
+    spec = manifest.model("VIN_tiny")
+    options = TrainOptions(run_root=tmp_path / "runs", release_root=tmp_path / "release")
+
+    def interrupt_after_first_epoch(report):
+        if report.epoch == 1:
+            raise KeyboardInterrupt
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(TrainingInterrupted, match="--resume"):
+            train_model(spec, manifest, options, interrupt_after_first_epoch)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT while it shuts down
+    assert (tmp_path / "runs" / "VIN_tiny" / "last.ckpt").is_file()
+    assert not (tmp_path / "release" / "grid" / "VIN_tiny.ckpt").exists()
+
+    with pytest.raises(TrainingError, match="--resume"):
+        train_model(spec, manifest, options)  # a fresh start would discard the interrupted run
+
+    epochs_seen = []
+    options.resume = True
+    result = train_model(spec, manifest, options, lambda report: epochs_seen.append(report.epoch))
+    assert epochs_seen == [2, 3]
+    assert result.epochs_run == 3
+
+
+def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, tiny_data, monkeypatch):
+    manifest = tiny_manifest(tmp_path, tiny_data, [grid_entry("VIN_tiny", "VIN", tiny_data)])
+    monkeypatch.setattr(
+        "diffplan.training.module.optimal_set_nll", lambda logits, optimal: logits.sum() * float("nan")
+    )
+    result = cli(
+        "train", "--manifest", manifest, "--run-root", tmp_path / "runs", "--release-root", tmp_path / "rel"
+    )
+    assert result.exit_code == 2
+    assert "training loss became nan" in result.output
+    assert not (tmp_path / "rel" / "grid" / "VIN_tiny.ckpt").exists()
+
+
+def test_a_second_training_of_the_same_model_is_refused(tmp_path, tiny_data):
+    manifest = load_manifest(tiny_manifest(tmp_path, tiny_data, [grid_entry("VIN_tiny", "VIN", tiny_data)]))
+    run_dir = tmp_path / "runs" / "VIN_tiny"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(TrainingError, match="already being trained"):
+            train_model(manifest.model("VIN_tiny"), manifest, TrainOptions(run_root=tmp_path / "runs"))
+
+
+def test_bad_manifests_and_unknown_names_exit_2(tmp_path, tiny_data):
+    manifest = tiny_manifest(tmp_path, tiny_data, [grid_entry("VIN_tiny", "VIN", tiny_data)])
+    unknown = cli("train", "--manifest", manifest, "--only", "VIN_tyni")
+    assert unknown.exit_code == 2 and "no model named 'VIN_tyni'" in unknown.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(manifest.read_text().replace("batch_size: 8", "batch_size: -8"))
+    refused = cli("train", "--manifest", bad)
+    assert refused.exit_code == 2 and "field 'batch_size'" in refused.output
+    missing = cli("train", "--manifest", tmp_path / "absent.yaml")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
