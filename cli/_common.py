@@ -19,9 +19,9 @@ ManifestOpt = Annotated[
 ]
 ModelNamesOpt = Annotated[
     list[str] | None,
-    typer.Option("--only", help="Only this release model (repeatable); default: every model of the manifest."),
+    typer.Option(
+        "--only", help="Only this release model (repeatable); default: every model of the manifest."
+    ),
 ]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print machine-readable JSON instead of rich tables.")
-]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of rich tables.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from enum import Enum
 from pathlib import Path
@@ -19,18 +20,17 @@ from diffplan.envs import (
     read_metadata,
     settings_differences,
 )
+from diffplan.envs.datasets import SETTINGS
 from diffplan.errors import BadInputError
+from diffplan.release.manifest import load_manifest
 
 app = typer.Typer(help="Generate the maze data sets and describe data-set files.", no_args_is_help=True)
 
+# The library's defaults for the generation settings (everything but kind).
 DEFAULTS: dict[str, Any] = {
-    "maze_size": 15,
-    "train_size": 10000,
-    "valid_size": 2000,
-    "test_size": 2000,
-    "seed": 0,
-    "has_obstacle": True,
-    "cont_action": False,
+    name: parameter.default
+    for name, parameter in inspect.signature(generate_dataset).parameters.items()
+    if name in SETTINGS and name != "kind"
 }
 
 
@@ -45,8 +45,6 @@ def _size(value: int) -> str:
 
 def _plan(manifest: Path, force: bool) -> list[tuple[str, Path, dict[str, Any], bool]]:
     """(name, path, settings, generate?) per manifest data set; refuses conflicts before any work."""
-    from diffplan.release.manifest import load_manifest
-
     plan = []
     for name, spec in load_manifest(manifest).datasets.items():
         settings = {key: getattr(spec, key) for key in ("kind", *DEFAULTS)}
@@ -82,13 +80,20 @@ def generate(
         typer.Option(help="Generate one data set of this kind from the options below instead of a manifest."),
     ] = None,
     maze_size: Annotated[
-        int | None, typer.Option(help="Maze side length, odd and >= 5 (default 15).")
+        int | None, typer.Option(help=f"Maze side length, odd and >= 5 (default {DEFAULTS['maze_size']}).")
     ] = None,
-    train_size: Annotated[int | None, typer.Option(help="Training mazes (default 10000).")] = None,
-    valid_size: Annotated[int | None, typer.Option(help="Validation mazes (default 2000).")] = None,
-    test_size: Annotated[int | None, typer.Option(help="Test mazes (default 2000).")] = None,
+    train_size: Annotated[
+        int | None, typer.Option(help=f"Training mazes (default {DEFAULTS['train_size']}).")
+    ] = None,
+    valid_size: Annotated[
+        int | None, typer.Option(help=f"Validation mazes (default {DEFAULTS['valid_size']}).")
+    ] = None,
+    test_size: Annotated[
+        int | None, typer.Option(help=f"Test mazes (default {DEFAULTS['test_size']}).")
+    ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed; the same seed gives the same mazes (default 0).")
+        int | None,
+        typer.Option(help=f"Random seed; the same seed gives the same mazes (default {DEFAULTS['seed']})."),
     ] = None,
     has_obstacle: Annotated[
         bool | None,

@@ -11,7 +11,7 @@ from diffplan_cli.validate import ReleaseRootOpt, print_report, run_validation
 from rich.table import Table
 
 from diffplan.release.manifest import load_manifest
-from diffplan.release.packaging import build_package, verify_archive
+from diffplan.release.packaging import archive_stem, build_package, verify_archive
 
 
 def _verify(archive: Path) -> None:
@@ -47,6 +47,7 @@ def package(
     if verify is not None:
         _verify(verify)
         return
+    archive_stem(version)  # a bad version is refused before any work
     spec = load_manifest(manifest)
     report = run_validation(spec, None, release_root)
     if not report.passed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -21,15 +23,35 @@ def _percent(value: float | None) -> str:
 
 def _results_table(results: list[TrainResult]) -> Table:
     table = Table(title="Training results")
-    for column in ("model", "status", "test accuracy", "target", "success", "optimality", "epochs",
-                   "best epoch", "wall time", "pass"):
+    for column in (
+        "model",
+        "status",
+        "test accuracy",
+        "target",
+        "success",
+        "optimality",
+        "epochs",
+        "best epoch",
+        "wall time",
+        "pass",
+    ):
         table.add_column(column, justify="left" if column in ("model", "status") else "right")
     for r in results:
-        verdict = "[green]pass[/]" if r.passed else ("[yellow]-[/]" if r.status == "skipped" else "[red]fail[/]")
-        table.add_row(r.name, r.status, _percent(r.test.get("accuracy")), f"> {100 * r.target:.0f}%",
-                      _percent(r.test.get("success")), _percent(r.test.get("optimality")),
-                      str(r.epochs_run or "-"), str(r.best_epoch or "-"), f"{r.seconds / 60:.1f} min",
-                      verdict)
+        verdict = (
+            "[green]pass[/]" if r.passed else ("[yellow]-[/]" if r.status == "skipped" else "[red]fail[/]")
+        )
+        table.add_row(
+            r.name,
+            r.status,
+            _percent(r.test.get("accuracy")),
+            f"> {100 * r.target:.0f}%",
+            _percent(r.test.get("success")),
+            _percent(r.test.get("optimality")),
+            str(r.epochs_run or "-"),
+            str(r.best_epoch or "-"),
+            f"{r.seconds / 60:.1f} min",
+            verdict,
+        )
     return table
 
 
@@ -37,19 +59,38 @@ def train(
     manifest: ManifestOpt = DEFAULT_MANIFEST,
     only: ModelNamesOpt = None,
     force: ForceOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted runs from their last checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue interrupted runs from their last checkpoint.")
+    ] = False,
     accelerator: Annotated[str, typer.Option(help="Lightning accelerator: auto, cpu or gpu.")] = "auto",
-    devices: Annotated[str, typer.Option(help="Lightning devices: auto, a count, or a list like 0,1.")] = "auto",
+    devices: Annotated[
+        str, typer.Option(help="Lightning devices: auto, a count, or a list like 0,1.")
+    ] = "auto",
     num_nodes: Annotated[int, typer.Option(min=1, help="Number of machines for DDP.")] = 1,
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ...")] = "auto",
-    jobs: Annotated[int, typer.Option(min=1, help="Train this many models at once (one per GPU when on GPUs).")] = 1,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Also log to W&B (offline unless WANDB_MODE=online).")] = False,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Train this many models at once (one per GPU when on GPUs).")
+    ] = 1,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Also log to W&B (offline unless WANDB_MODE=online).")
+    ] = False,
     run_root: Annotated[Path, typer.Option(help="Folder for resumable run files and logs.")] = Path("runs"),
-    release_root: Annotated[Path, typer.Option(help="Folder of the release files.")] = Path("pretrained_models"),
-    max_epochs: Annotated[int | None, typer.Option(min=1, help="Override every entry's epochs (quick trials).")] = None,
-    limit_maps: Annotated[int | None, typer.Option(min=1, help="Use only the first N maps of each split (smoke tests).")] = None,
+    release_root: Annotated[Path, typer.Option(help="Folder of the release files.")] = Path(
+        "pretrained_models"
+    ),
+    max_epochs: Annotated[
+        int | None, typer.Option(min=1, help="Override every entry's epochs (quick trials).")
+    ] = None,
+    limit_maps: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N maps of each split (smoke tests).")
+    ] = None,
 ) -> None:
     """Train the models of a release manifest and write their release files."""
+    # Lightning's start-up banners and tips would bury the progress bar; warnings and errors still show.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     spec = load_manifest(manifest)
     selected = spec.select(only)
     parsed_devices: str | int | list[int] = devices
@@ -57,23 +98,44 @@ def train(
         parsed_devices = int(devices)
     elif "," in devices:
         parsed_devices = [int(d) for d in devices.split(",") if d.strip()]
-    options = TrainOptions(run_root=run_root, release_root=release_root, accelerator=accelerator,
-                           devices=parsed_devices, num_nodes=num_nodes, strategy=strategy, resume=resume,
-                           force=force, wandb=wandb, limit_maps=limit_maps, max_epochs=max_epochs)
+    options = TrainOptions(
+        run_root=run_root,
+        release_root=release_root,
+        accelerator=accelerator,
+        devices=parsed_devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        resume=resume,
+        force=force,
+        wandb=wandb,
+        limit_maps=limit_maps,
+        max_epochs=max_epochs,
+    )
     if jobs > 1 and len(selected) > 1:
-        console.print(f"Training {len(selected)} models, {jobs} at a time; logs in {run_root}/<name>/train.log")
+        console.print(
+            f"Training {len(selected)} models, {jobs} at a time; logs in {run_root}/<name>/train.log"
+        )
         results = train_in_parallel(selected, spec, options, jobs)
     else:
         results = []
         for entry in selected:
-            with Progress(TextColumn("[bold]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console) as progress:
-                task = progress.add_task("epochs", total=max_epochs or entry.epochs, name=entry.name,
-                                         status="starting")
+            with Progress(
+                TextColumn("[bold]{task.fields[name]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task(
+                    "epochs", total=max_epochs or entry.epochs, name=entry.name, status="starting"
+                )
 
                 def report(epoch, task=task, target=entry.target.minimum, progress=progress):
-                    status = (f"loss {epoch.train_loss:.4f}  val acc {_percent(epoch.val_accuracy)} "
-                              f"(best {_percent(epoch.best_val_accuracy)}, target > {100 * target:.0f}%)")
+                    status = (
+                        f"loss {epoch.train_loss:.4f}  val acc {_percent(epoch.val_accuracy)} "
+                        f"(best {_percent(epoch.best_val_accuracy)}, target > {100 * target:.0f}%)"
+                    )
                     progress.update(task, completed=epoch.epoch, status=status)
 
                 results.append(train_model(entry, spec, options, report))

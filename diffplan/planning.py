@@ -199,7 +199,7 @@ def policy_of(output, batch: dict[str, torch.Tensor], settings: PlanSettings) ->
         logits = nodes_to_grid(output.logits, batch, fill=0.0)
         values = nodes_to_grid(output.values, batch, fill=math.nan)[:, 0]
         node = nodes_to_grid(torch.ones(output.logits.shape[0], 1), batch, fill=0.0)[:, 0] > 0.5
-    logits, values = logits.detach().float().cpu(), values.detach().float().cpu()
+    logits, values = logits.detach().cpu(), values.detach().cpu()
     if logits.shape[1] == 2:  # continuous (dy, dx): snap to the best neighbour
         scores = continuous_to_action_scores(logits.movedim(1, -1)).movedim(-1, 1)
         allowed = neighbour_mask(maze, settings.has_obstacle)
@@ -213,11 +213,13 @@ def policy_of(output, batch: dict[str, torch.Tensor], settings: PlanSettings) ->
 
 
 def run_planner(model: nn.Module, batch: dict[str, torch.Tensor], settings: PlanSettings):
-    """The planner's raw ``PlanOutput`` on a batch (inputs moved to the model's device)."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    """The planner's raw ``PlanOutput`` on a batch (inputs moved to the model's device and float dtype)."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     if settings.kind == "grid":
-        return model(batch["maze"].to(device), batch["goal"].to(device))
-    return model(batch["x"].to(device), batch["edge_index"].to(device), batch["batch"].to(device))
+        return model(batch["maze"].to(device, dtype), batch["goal"].to(device, dtype))
+    return model(batch["x"].to(device, dtype), batch["edge_index"].to(device), batch["batch"].to(device))
 
 
 def plan_batch(

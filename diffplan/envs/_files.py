@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,13 +43,14 @@ def write_atomic(output: Path, write: Callable[[IO[bytes]], None], *, force: boo
     An interrupted or failed write leaves no partial file; ``output`` changes only by the final rename.
     """
     check_output(output, force=force)
+    # Not tempfile.mkstemp: its files are private (0600); this one gets the usual umask permissions.
+    tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
     try:
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        file = open(tmp, "xb")  # closed by the with block below
     except OSError as err:
         raise DataFileError(f"cannot write {output}: {err.strerror}; choose another output path.") from err
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(handle, "wb") as file:
+        with file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
@@ -92,6 +93,10 @@ def require_file(path: Path) -> None:
 def sniff(path: Path) -> str:
     """``"npz"`` or ``"torch"`` from the file's content (both are zip archives), else ``DataFileError``."""
     require_file(path)
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            if file.read(1) == b"\x80":  # a pickle: torch's legacy (pre-zip) format
+                return "torch"
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

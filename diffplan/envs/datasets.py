@@ -126,14 +126,16 @@ def generate_dataset(
         kind,
         output,
         maze_size=maze_size,
-        **{f"{k}_size": v for k, v in sizes.items()},
+        train_size=train_size,
+        valid_size=valid_size,
+        test_size=test_size,
         seed=seed,
         has_obstacle=has_obstacle,
         cont_action=cont_action,
         force=force,
     )
     total = sum(sizes.values())
-    report = progress or (lambda done, total: None)
+    report = progress or (lambda *_: None)
 
     maze_seed, tie_seed = np.random.SeedSequence(int(seed)).spawn(2)
     mazes, goal_cell = generate_mazes(

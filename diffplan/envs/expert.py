@@ -55,7 +55,72 @@ def bfs_distances(maze: np.ndarray, goal: np.ndarray) -> np.ndarray:
     free = np.asarray(maze) != 0
     if free.ndim != 3:
         raise BadInputError(f"mazes must have shape (N, H, W), got {free.shape}.")
-    frontier = _as_goal_mask(goal, free.shape) & free
+    start = _as_goal_mask(goal, free.shape) & free
+    if free.shape[2] <= _WORD:
+        return _bfs_bitboards(free, start)
+    return _bfs_masks(free, start)
+
+
+_WORD = 63  # columns a uint64 row bitboard holds, with one spare bit for the eastward shift
+_ONE = np.uint64(1)
+
+
+def _pack_rows(mask: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, H) uint64 with bit x = column x."""
+    n, h, _ = mask.shape
+    words = np.zeros((n, h, 8), dtype=np.uint8)
+    packed = np.packbits(mask, axis=-1, bitorder="little")
+    words[..., : packed.shape[-1]] = packed
+    return words.view("<u8")[..., 0]
+
+
+def _unpack_rows(words: np.ndarray, width: int) -> np.ndarray:
+    """(N, H) uint64 -> (N, H, W) uint8 bits, inverse of ``_pack_rows``."""
+    as_bytes = np.ascontiguousarray(words, dtype="<u8")[..., None].view(np.uint8)
+    return np.unpackbits(as_bytes, axis=-1, count=width, bitorder="little")
+
+
+def _bfs_bitboards(free: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """BFS on row bitboards: one uint64 per maze row, so a step costs a few ops on (N, H) words.
+
+    Each cell's distance is written in binary into bit-planes as its BFS layer is reached, and the
+    planes are unpacked once at the end. Mazes whose BFS is over leave the working set.
+    """
+    n, h, w = free.shape
+    open_all = _pack_rows(free)
+    frontier = _pack_rows(start)
+    seen_all = frontier.copy()
+    planes_all = np.zeros(((h * w).bit_length(), n, h), dtype=np.uint64)
+    live = np.arange(n)
+    open_, seen, planes = open_all, seen_all.copy(), planes_all.copy()
+    step = 0
+    while len(live):
+        step += 1
+        grown = (frontier << _ONE) | (frontier >> _ONE)
+        grown[:, 1:] |= frontier[:, :-1]
+        grown[:, :-1] |= frontier[:, 1:]
+        frontier = grown & open_ & ~seen
+        seen |= frontier
+        for bit in range(len(planes)):
+            if step >> bit & 1:
+                planes[bit] |= frontier
+        alive = frontier.any(axis=1)
+        if alive.sum() < 0.75 * len(live):  # most mazes finish long before the farthest one
+            done = live[~alive]
+            seen_all[done], planes_all[:, done] = seen[~alive], planes[:, ~alive]
+            live, open_, frontier = live[alive], open_[alive], frontier[alive]
+            seen, planes = seen[alive], planes[:, alive]
+    dist = np.zeros((n, h, w), dtype=np.int64)
+    for bit, plane in enumerate(planes_all):
+        if plane.any():
+            dist += _unpack_rows(plane, w).astype(np.int64) << bit
+    dist[_unpack_rows(seen_all, w) == 0] = -1
+    return dist
+
+
+def _bfs_masks(free: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """BFS with boolean (N, H, W) frontiers, for mazes wider than a bitboard word."""
+    frontier = start
     dist = np.where(frontier, 0, -1).astype(np.int64)
     unseen = free & ~frontier
     live = np.arange(len(free))  # mazes whose frontier is not empty yet; the others are done

@@ -155,8 +155,8 @@ def generate_mazes(
         barren = 0 if len(fresh) else barren + 1
         if barren == _BARREN_LIMIT:
             raise BadInputError(
-                f"found only {len(mazes)} distinct (maze, goal) pairs of size {maze_size}, fewer than the {n} "
-                "asked for; ask for fewer mazes or a larger maze size."
+                f"found only {len(mazes)} distinct (maze, goal) pairs of size {maze_size}, fewer than the "
+                f"{n} asked for; ask for fewer mazes or a larger maze size."
             )
         mazes = np.concatenate([mazes, new_mazes[fresh]])
         goals = np.concatenate([goals, new_goals[fresh]])

@@ -20,7 +20,7 @@ exact.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 from escnn import gspaces
@@ -32,7 +32,7 @@ from diffplan.errors import BadInputError
 GROUPS: tuple[str, ...] = ("c4", "d4", "c8", "d8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_gspace(group: str) -> gspaces.GSpace2D:
     """The escnn group space acting on the plane for a group name ("c4", "d4", "c8", "d8")."""
     name = group.lower()

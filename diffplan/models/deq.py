@@ -66,14 +66,18 @@ def anderson(
     max_iter: int = 50,
     m: int = 5,
     beta: float = 1.0,
-    lam: float = 1e-4,
+    lam: float | None = None,
 ) -> SolverResult:
     """Anderson acceleration (type II) of the iteration ``z <- f(z)``.
 
     Each step mixes the last ``m`` iterates with the weights ``alpha`` that minimise the norm of the
-    combined residual ``sum_i alpha_i (f(z_i) - z_i)`` subject to ``sum_i alpha_i = 1`` (``lam`` is a
-    Tikhonov term; ``beta`` damps: 1 = undamped). Returns the iterate with the smallest residual seen.
+    combined residual ``sum_i alpha_i (f(z_i) - z_i)`` subject to ``sum_i alpha_i = 1``. ``lam`` is a
+    Tikhonov term relative to the mean squared residual (default: 100 machine epsilons of the dtype,
+    enough to keep the small least-squares system well posed without slowing convergence); ``beta``
+    damps (1 = undamped). Returns the iterate with the smallest residual seen.
     """
+    if lam is None:
+        lam = 100 * torch.finfo(z0.dtype).eps
     bsz = z0.shape[0]
     shape, dtype, device = z0.shape, z0.dtype, z0.device
     x_hist = torch.zeros(bsz, m, z0[0].numel(), dtype=dtype, device=device)
@@ -104,7 +108,9 @@ def anderson(
         alpha = torch.linalg.solve(h_mat[:, : n + 1, : n + 1], rhs[:, : n + 1])[:, 1 : n + 1, 0]
         k = (it - 1) % m
         mixed_f = (alpha[:, None] @ f_hist[:, :n])[:, 0]
-        x_hist[:, k] = mixed_f if beta == 1.0 else beta * mixed_f + (1 - beta) * (alpha[:, None] @ x_hist[:, :n])[:, 0]
+        x_hist[:, k] = (
+            mixed_f if beta == 1.0 else beta * mixed_f + (1 - beta) * (alpha[:, None] @ x_hist[:, :n])[:, 0]
+        )
         f_hist[:, k] = f(x_hist[:, k].reshape(shape)).reshape(bsz, -1)
         res = _residual(f_hist[:, k], x_hist[:, k])
         if res < best.residual:

@@ -29,6 +29,7 @@ from diffplan.release.readme import render_quick_start, render_readme
 from diffplan.release.validation import ValidationReport, validate_models
 
 SUMS_NAME = "SHA256SUMS"
+ARCHIVE_TOP = "pretrained_models"  # unpacking in a project folder restores the release layout
 FIXED_MTIME = 315532800  # 1980-01-01T00:00:00Z
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 RELEASE_CONTENT = ("README.md", "quick_start_guide.md", "grid", "graph", "continuous", "evaluation_results")
@@ -40,7 +41,8 @@ class UnsafeArchiveError(CheckFailedError):
 
 
 def archive_stem(version: str) -> str:
-    """``diffplan_pretrained_models_v<version>``: the archives' base name and their single top folder."""
+    """``diffplan_pretrained_models_v<version>``: the archives' base name (their top folder is
+    ``pretrained_models/``, so that ``load_model(name)`` finds the models after unpacking)."""
     if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.\-_]*", version):
         raise BadInputError(f"--version {version!r} is not a version (use letters, digits, '.', '-', '_').")
     return f"diffplan_pretrained_models_v{version}"
@@ -177,11 +179,11 @@ def build_package(
     for rel in release_files(release_root):
         data = (release_root / rel).read_bytes()
         entries.append((rel, sha256_bytes(data), len(data)))
-        members.append((f"{stem}/{rel}", data))
+        members.append((f"{ARCHIVE_TOP}/{rel}", data))
     sums_text = render_sums(entries)
     sums = release_root / SUMS_NAME
     atomic_write_text(sums, sums_text)
-    members.append((f"{stem}/{SUMS_NAME}", sums_text.encode()))
+    members.append((f"{ARCHIVE_TOP}/{SUMS_NAME}", sums_text.encode()))
     members.sort(key=lambda member: member[0])
 
     dist_dir.mkdir(parents=True, exist_ok=True)

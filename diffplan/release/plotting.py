@@ -43,8 +43,8 @@ def draw_plan(
     height, width = maze_np.shape
     figure = Figure(figsize=(FIGURE_INCHES, FIGURE_INCHES), dpi=DPI)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.06, 0.1, 0.78, 0.82))
-    colour_axes = figure.add_axes((0.86, 0.1, 0.03, 0.82))
+    axes = figure.add_axes((0.05, 0.1, 0.74, 0.82))
+    colour_axes = figure.add_axes((0.82, 0.1, 0.03, 0.82))
     axes.imshow(np.where(maze_np, 1.0, 0.0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     value_map = np.ma.masked_where(~maze_np | ~np.isfinite(values.numpy()), values.numpy())
     rows, cols = np.nonzero(maze_np)

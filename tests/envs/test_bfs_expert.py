@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
@@ -77,6 +78,14 @@ def test_batched_bfs_agrees_with_the_plain_reference():
         goal_yx = divmod(int(cell), 15)
         assert np.array_equal(dist[i], reference_distances(mazes[i], goal_yx))
         assert np.array_equal(optimal[i], reference_optimal_actions(mazes[i], goal_yx))
+
+
+@pytest.mark.parametrize("size", [63, 65])  # the widest bitboard rows, and the boolean fallback beyond
+def test_wide_mazes_agree_with_the_plain_reference(size):
+    mazes, goal_cell = generate_mazes(3, size, rng=np.random.default_rng(5))
+    dist = bfs_distances(mazes, goal_maps(goal_cell, size, size))
+    for i, cell in enumerate(goal_cell):
+        assert np.array_equal(dist[i], reference_distances(mazes[i], divmod(int(cell), size)))
 
 
 def test_about_44_percent_of_scored_cells_have_ties():

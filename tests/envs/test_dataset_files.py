@@ -242,16 +242,17 @@ def _published_graph(maze: np.ndarray, goal_yx: tuple[int, int], rng: np.random.
     features = np.stack([y, x, goal, 1 - maze[y, x]], axis=1)
     labels = np.zeros((h * w, 4))
     labels[:, 0] = 1
-    return Data(x=torch.tensor(features, dtype=torch.float), labels=torch.tensor(labels),
-                edge_index=torch.zeros(2, 0, dtype=torch.long))  # fmt: skip
+    x = torch.tensor(features, dtype=torch.float)
+    return Data(x=x, labels=torch.tensor(labels), edge_index=torch.zeros(2, 0, dtype=torch.long))
 
 
-def test_published_graph_pickle_needs_the_trust_flag_and_is_relabelled(tmp_path):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_published_graph_pickle_needs_the_trust_flag_and_is_relabelled(tmp_path, zipped):
     mazes, goal_cell = generate_mazes(6, 15, rng=np.random.default_rng(4))
     rng = np.random.default_rng(0)
     graphs = [_published_graph(m, divmod(int(g), 15), rng) for m, g in zip(mazes, goal_cell, strict=True)]
     path = tmp_path / "published.pth"
-    torch.save([graphs[:4], graphs[4:5], graphs[5:]], path)
+    torch.save([graphs[:4], graphs[4:5], graphs[5:]], path, _use_new_zipfile_serialization=zipped)
     with pytest.raises(DataFileError, match="--trust-pickle"):
         load_split(path, "train")
     split = load_split(path, "train", trust_pickle=True)
@@ -272,6 +273,12 @@ def test_existing_output_is_kept_without_force_and_replaced_with_it(tmp_path, gr
     assert path.read_bytes() == b"precious"
     generate_dataset("grid", path, force=True, seed=5, **sizes)
     assert file_fingerprint(path) == file_fingerprint(grid_file)
+
+
+def test_written_files_get_the_usual_permissions(grid_file):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert grid_file.stat().st_mode & 0o777 == 0o666 & ~umask  # not a private temporary file's 0600
 
 
 def test_unwritable_outputs_are_refused_before_any_work(tmp_path, sizes):

@@ -7,11 +7,11 @@ import json
 import matplotlib.image
 import pytest
 import torch
+from diffplan_cli.app import app
 from typer.testing import CliRunner
 
 from diffplan.release.inspection import inspect_model, read_training_curve
 from diffplan.release.plotting import DPI, FIGURE_INCHES
-from diffplan_cli.app import app
 
 runner = CliRunner()
 PIXELS = int(FIGURE_INCHES * DPI)
@@ -25,8 +25,15 @@ def test_inspect_prints_metadata_parameters_file_and_training_curve(release):
     result = cli("inspect", "VIN_tiny", "--manifest", release.manifest)
     assert result.exit_code == 0, result.output
     info = json.loads(release.file("VIN_tiny", "_info.json").read_text())
-    for expected in ("VIN_tiny", "Parameters", "total", "matches the metadata", "Resolved config",
-                     "Training curve", info["training_data"]["fingerprint"][:16]):
+    for expected in (
+        "VIN_tiny",
+        "Parameters",
+        "total",
+        "matches the metadata",
+        "Resolved config",
+        "Training curve",
+        info["training_data"]["fingerprint"][:16],
+    ):
         assert expected in result.output
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffplan_cli.app import app
 from typer.testing import CliRunner
 
 import diffplan
@@ -17,7 +18,6 @@ from diffplan.release.checkpoint import load_model, sha256_file
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import CHECKS, equivariance_errors, transform_logits, validate_models
 from diffplan.training.batching import make_batch
-from diffplan_cli.app import app
 
 runner = CliRunner()
 
@@ -55,7 +55,9 @@ def test_a_good_release_passes_every_check_and_stores_its_results(release):
     assert "rot90" in symvin["equivariance"]["message"] and "flip_ud" in symvin["equivariance"]["message"]
     assert checks_of(report, "VIN_tiny")["equivariance"]["status"] == "skip"
     results = release.release_root / "evaluation_results"
-    assert {p.name for p in results.iterdir()} == {f"{m['name']}.json" for m in report["models"]} | {"summary.json"}
+    assert {p.name for p in results.iterdir()} == {f"{m['name']}.json" for m in report["models"]} | {
+        "summary.json"
+    }
     summary = json.loads((results / "summary.json").read_text())
     assert summary["passed"] and set(summary["models"]) == {m["name"] for m in report["models"]}
     assert "all checks passed" in output
@@ -163,12 +165,22 @@ def test_a_missing_data_set_names_the_command_that_makes_it(release):
 
 
 def test_other_data_skips_the_fingerprint_and_recorded_score_checks_and_says_so(release):
-    generate_dataset("grid", release.root / "data" / "other.npz", maze_size=9, train_size=4, valid_size=4,
-                     test_size=8, seed=11)
+    generate_dataset(
+        "grid",
+        release.root / "data" / "other.npz",
+        maze_size=9,
+        train_size=4,
+        valid_size=4,
+        test_size=8,
+        seed=11,
+    )
     code, output, report = validate_json(release, "VIN_tiny", "SymVIN_tiny", "--data", "data/other.npz")
     assert code == 0, output
     checks = checks_of(report, "VIN_tiny")
-    assert checks["data_fingerprint"]["status"] == "skip" and "--data data/other.npz" in checks["data_fingerprint"]["message"]
+    assert (
+        checks["data_fingerprint"]["status"] == "skip"
+        and "--data data/other.npz" in checks["data_fingerprint"]["message"]
+    )
     assert checks["recorded_scores"]["status"] == "skip"
     assert report["models"][0]["scores"]["maps"] == 8
     assert "fingerprint and recorded-score checks skipped" in output
@@ -179,7 +191,10 @@ def test_a_limit_scores_fewer_maps_and_does_not_compare_them_with_the_metadata(r
     report = validate_models(manifest, ["VIN_tiny"], release_root=release.release_root, limit=4)
     model = report.models[0]
     assert model.passed and model.scores["maps"] == 4
-    assert model.check("recorded_scores").status == "skip" and "--limit" in model.check("recorded_scores").message
+    recorded = model.check("recorded_scores")
+    assert (
+        recorded.status == "skip" and "scored 4 maps, the metadata's scores are over 16" in recorded.message
+    )
 
 
 # --- the equivariance check itself ------------------------------------------------------------
@@ -193,7 +208,10 @@ def test_transforming_logits_moves_actions_the_way_vectors_rotate():
             one_hot[0, action] = 1.0
             moved_action = int(transform_logits(one_hot, name)[0, :, 0, 0].argmax())
             vector = deltas[action].view(1, 2, 1, 1)
-            assert torch.equal(transform_logits(vector, name)[0, :, 0, 0], deltas[moved_action]), (name, action)
+            assert torch.equal(transform_logits(vector, name)[0, :, 0, 0], deltas[moved_action]), (
+                name,
+                action,
+            )
     # rot90 counter-clockwise: N -> W (DESIGN section 3)
     assert int(transform_logits(torch.eye(4).view(4, 4, 1, 1)[:1], "rot90")[0, :, 0, 0].argmax()) == 1
 
@@ -202,8 +220,12 @@ def test_equivariance_errors_are_tiny_for_symvin_and_large_for_a_plain_vin(relea
     split = load_split(release.root / "data" / "tiny_grid.npz", "test")
     batch = make_batch(split, range(3))
     settings = PlanSettings("grid")
-    sym = equivariance_errors(load_model(release.file("SymVIN_tiny")), batch["maze"], batch["goal"], settings, True)
-    plain = equivariance_errors(load_model(release.file("VIN_tiny")), batch["maze"], batch["goal"], settings, True)
+    sym = equivariance_errors(
+        load_model(release.file("SymVIN_tiny")), batch["maze"], batch["goal"], settings, True
+    )
+    plain = equivariance_errors(
+        load_model(release.file("VIN_tiny")), batch["maze"], batch["goal"], settings, True
+    )
     assert max(e["policy"] for e in sym.values()) < 1e-4
     assert max(e["values"] for e in sym.values()) < 1e-4
     assert max(e["policy"] for e in plain.values()) > 1e-3
@@ -257,3 +279,22 @@ def test_plan_maze_on_a_graph_model_builds_the_data_sets_graph(release):
 def test_plan_maze_refuses_bad_input_with_a_clear_message(release, maze, goal, message):
     with pytest.raises(BadInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan_maze(load_model(release.file("VIN_tiny")), maze, goal)
+
+
+def test_a_plan_results_path_follows_the_policy_and_stops_where_it_gets_stuck():
+    from diffplan.planning import PlanResult
+
+    maze = torch.ones(3, 4)
+    goal = torch.zeros(3, 4)
+    goal[0, 3] = 1.0
+    actions = torch.full((3, 4), 3)  # everybody goes east ...
+    actions[2, 3] = 0  # ... and up the last column to the goal
+    actions[1, 3] = 0
+    actions[2, 0] = 1  # west from the left border: a move off the map, stuck
+    result = PlanResult(actions, torch.zeros(3, 4), torch.zeros(4, 3, 4), maze, goal)
+    assert result.path((2, 1)) == [(2, 1), (2, 2), (2, 3), (1, 3), (0, 3)]
+    assert result.path((2, 0)) == [(2, 0)]
+    actions[0, 1], actions[0, 2] = 3, 1  # a two-cell cycle
+    assert result.path((0, 1)) == [(0, 1), (0, 2)]
+    with pytest.raises(BadInputError, match="not a free cell"):
+        result.path((5, 5))

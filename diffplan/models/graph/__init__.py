@@ -5,6 +5,9 @@ steps of a shared Q layer over [r, v] with v = max over Q channels, and a neighb
 (``_readout.py``) that gives logits over N, W, S, E or a continuous (dy, dx) move vector.
 """
 
+from diffplan.models.graph.gat_vin import GATVIN
+from diffplan.models.graph.gcn_vin_v2 import GCNVINv2
 from diffplan.models.graph.mp_vin import MPVIN
+from diffplan.models.graph.sym_mp_vin import SymMPVIN
 
-__all__ = ["MPVIN"]
+__all__ = ["GATVIN", "GCNVINv2", "MPVIN", "SymMPVIN"]

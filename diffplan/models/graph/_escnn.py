@@ -42,7 +42,7 @@ def no_base_gspace(group: str) -> gspaces.GSpace0D:
 def standard_repr(gspace: gspaces.GSpace0D) -> Representation:
     """The 2-d representation by which the group rotates/reflects (dy, dx) vectors."""
     fiber = gspace.fibergroup
-    return fiber.irrep(1, 1) if gspace.flips_order > 1 else fiber.irrep(1)
+    return fiber.irrep(1, 1) if isinstance(fiber, egroup.DihedralGroup) else fiber.irrep(1)
 
 
 class EqLinear(enn.Linear):
@@ -50,11 +50,13 @@ class EqLinear(enn.Linear):
 
     escnn caches the expanded matrix as a buffer in eval mode only, so a state dict saved in one mode
     does not load strictly in the other. This subclass drops that cache: ``matrices()`` expands the
-    weights on every call (callers call it once per forward pass).
+    weights on every call (callers call it once per forward pass). It also builds its own basis modules
+    (``recompute=True``): escnn otherwise shares them between *all* models in the process, so that
+    ``.double()`` or ``.to(device)`` on one model silently changed the buffers of every other.
     """
 
     def __init__(self, in_type: enn.FieldType, out_type: enn.FieldType, bias: bool = True) -> None:
-        super().__init__(in_type, out_type, bias=bias)
+        super().__init__(in_type, out_type, bias=bias, recompute=True)
         for name in ("matrix", "expanded_bias"):
             self._buffers.pop(name, None)
 
@@ -106,7 +108,7 @@ class EqMessagePassing(SplitMessagePassing):
         super().__init__(size(geo), size(static), size(dynamic), hidden_type.size, size(out))
         node = static + dynamic
         self.msg = EqLinear(gspace.type(*(geo + node + node)), hidden_type)
-        self.upd = EqLinear(gspace.type(*(node + hidden_type.representations)), hidden_type)
+        self.upd = EqLinear(gspace.type(*node, *hidden_type.representations), hidden_type)
         self.out = EqLinear(hidden_type, gspace.type(*out))
 
     def weights(self) -> LayerWeights:

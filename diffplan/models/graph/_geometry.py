@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import add_self_loops, remove_self_loops
 
@@ -54,6 +55,20 @@ def edge_geometry(pos: Tensor, edge_index: Tensor, *, self_loops: bool = False) 
     src, dst = edge_index[0], edge_index[1]
     rel = pos.index_select(0, src) - pos.index_select(0, dst)
     return EdgeGeometry(src=src, dst=dst, rel=rel, num_nodes=num_nodes)
+
+
+def edge_linear(geo: EdgeGeometry, node: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``W [rel_ij, p_i, p_j] + b`` for every edge, with the node terms computed per node and gathered.
+
+    Args:
+        node: (V, n) per-node features p; weight: (out, 2 + 2 n) over [rel | p_i | p_j]; bias: (out,).
+    Returns: (E, out).
+    """
+    n = node.shape[1]
+    node_i = node @ weight[:, 2 : 2 + n].T
+    node_j = node @ weight[:, 2 + n :].T
+    out = F.linear(geo.rel, weight[:, :2], bias)
+    return out + node_i.index_select(0, geo.dst) + node_j.index_select(0, geo.src)
 
 
 def check_graph_inputs(model: str, x: Tensor, edge_index: Tensor) -> None:

@@ -47,6 +47,7 @@ class StepContext(NamedTuple):
     weights: LayerWeights
     edge_index: Tensor  # (2, E)
     msg_pre: Tensor  # (E, hidden): W1 [rel, f_i^static, f_j^static] + b1
+    msg_dyn: Tensor  # (hidden, 2 * dynamic): the columns of W1 for [f_i^dynamic, f_j^dynamic]
     upd_pre: Tensor  # (V, hidden): U1 [f_i^static] + c1
 
 
@@ -87,26 +88,27 @@ class SplitMessagePassing(MessagePassing):
             node_j = f_static @ w.msg_w[:, g + d : g + d + s].T
             msg_pre = msg_pre + node_i.index_select(0, geo.dst) + node_j.index_select(0, geo.src)
         upd_pre = F.linear(f_static, w.upd_w[:, :s], w.upd_b)
-        return StepContext(w, geo.edge_index, msg_pre, upd_pre)
+        msg_dyn = torch.cat([w.msg_w[:, g + s : g + d], w.msg_w[:, g + d + s :]], dim=1)
+        return StepContext(w, geo.edge_index, msg_pre, msg_dyn, upd_pre)
 
     def step(self, ctx: StepContext, f_dynamic: Tensor | None = None) -> Tensor:
         w = ctx.weights
-        g, s, d = self.geo_dim, self.static_dim, self.in_dim
-        upd_pre = ctx.upd_pre
+        s, d = self.static_dim, self.in_dim
         if f_dynamic is not None and self.dynamic_dim:
-            a = f_dynamic @ w.msg_w[:, g + s : g + d].T
-            b = f_dynamic @ w.msg_w[:, g + d + s :].T
-            upd_pre = upd_pre + f_dynamic @ w.upd_w[:, s:d].T
-            agg = self.propagate(ctx.edge_index, pre=ctx.msg_pre, a=a, b=b)
+            # The dynamic features are few (1 for MP-VIN, |G| for Sym-MP-VIN): gathering them per edge
+            # and expanding there keeps the backward scatter narrow.
+            agg = self.propagate(ctx.edge_index, pre=ctx.msg_pre, f=f_dynamic, w_dyn=ctx.msg_dyn)
+            upd_pre = torch.addmm(ctx.upd_pre, f_dynamic, w.upd_w[:, s:d].T)
         else:
-            agg = self.propagate(ctx.edge_index, pre=ctx.msg_pre, a=None, b=None)
-        hidden = torch.relu(upd_pre + agg @ w.upd_w[:, d:].T)
+            agg = self.propagate(ctx.edge_index, pre=ctx.msg_pre, f=None, w_dyn=None)
+            upd_pre = ctx.upd_pre
+        hidden = torch.relu(torch.addmm(upd_pre, agg, w.upd_w[:, d:].T))
         return F.linear(hidden, w.out_w, w.out_b)
 
-    def message(self, pre: Tensor, a_i: Tensor | None, b_j: Tensor | None) -> Tensor:
-        if a_i is not None:
-            pre = pre + a_i + b_j
-        return torch.relu(pre)
+    def message(self, pre: Tensor, f_i: Tensor | None, f_j: Tensor | None, w_dyn: Tensor | None) -> Tensor:
+        if f_i is None:
+            return torch.relu(pre)
+        return torch.relu(torch.addmm(pre, torch.cat([f_i, f_j], dim=-1), w_dyn.T))
 
     def forward(self, geo: EdgeGeometry, f_static: Tensor) -> Tensor:
         """One plain application with every input feature static (e.g. an encoder)."""

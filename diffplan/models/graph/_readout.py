@@ -10,8 +10,9 @@ Moving to j is then the action whose direction ``ACTION_DELTAS[d]`` is closest t
 - discrete: ``logits[i, d] = s_ij`` for that neighbour (the largest score if several fall in one
   direction); a direction with no neighbour gets ``MISSING_LOGIT``, a large negative number rather than
   -inf so losses stay finite;
-- continuous: the move vector ``sum_j softmax_j(s_ij) * unit(pos_j - pos_i)``, a (dy, dx) vector of norm
-  at most 1 pointing at the neighbours the planner prefers.
+- continuous: the move vector ``scale * sum_j softmax_j(s_ij) * unit(pos_j - pos_i)``, a (dy, dx) vector
+  pointing at the neighbours the planner prefers, with a learned global ``scale > 0`` so that the
+  vector's length can carry confidence (training scores the dot products with the four unit moves).
 
 Both are equivariant by construction when the scores are invariant (``_escnn.EqEdgeReadout``): a
 rotation or reflection of the map moves each neighbour to the rotated offset with an unchanged score, so
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
 from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
-from diffplan.models.graph._geometry import EdgeGeometry
+from diffplan.models.graph._geometry import EdgeGeometry, edge_linear
 
 MISSING_LOGIT = -1.0e4  # logit of a direction with no neighbour: effectively impossible, still finite
 
@@ -52,6 +53,8 @@ class EdgeReadout(nn.Module):
             self.hid = nn.Linear(2 + 2 * node_dim, hidden)
             self.score = nn.Linear(hidden, 1)
         self.gain = nn.Parameter(torch.zeros(()))
+        if cont_action:
+            self.log_scale = nn.Parameter(torch.zeros(()))
 
     def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(W1 (hidden, 2 + 2 node_dim) over [rel | p_i | p_j], b1, w2 (1, hidden), b2)."""
@@ -59,17 +62,14 @@ class EdgeReadout(nn.Module):
 
     def forward(self, geo: EdgeGeometry, p: Tensor, values: Tensor) -> Tensor:
         moves = geo.rel.abs().sum(-1) > 1e-6  # neighbours only, not self-loops
-        src, dst, rel = geo.src[moves], geo.dst[moves], geo.rel[moves]
+        if not bool(moves.all()):
+            geo = EdgeGeometry(geo.src[moves], geo.dst[moves], geo.rel[moves], geo.num_nodes)
         w1, b1, w2, b2 = self.weights()
-        n = self.node_dim
-        node_i = p @ w1[:, 2 : 2 + n].T  # node-level products first, then gather
-        node_j = p @ w1[:, 2 + n :].T
-        hidden = F.linear(rel, w1[:, :2], b1) + node_i.index_select(0, dst) + node_j.index_select(0, src)
-        scores = F.linear(torch.relu(hidden), w2, b2).squeeze(-1)
-        scores = scores + self.gain * (values[src, 0] - values[dst, 0])
+        scores = F.linear(torch.relu(edge_linear(geo, p, w1, b1)), w2, b2).squeeze(-1)
+        scores = scores + self.gain * (values[geo.src, 0] - values[geo.dst, 0])
         if self.cont_action:
-            return neighbour_vector(scores, dst, rel, geo.num_nodes)
-        return neighbour_logits(scores, dst, rel, geo.num_nodes)
+            return self.log_scale.exp() * neighbour_vector(scores, geo.dst, geo.rel, geo.num_nodes)
+        return neighbour_logits(scores, geo.dst, geo.rel, geo.num_nodes)
 
 
 def action_slot(rel: Tensor) -> Tensor:

@@ -5,14 +5,15 @@ One step maps a value map ``v`` to
     q = q_r + conv_f(v, W_v)                   (l_q fields of G channels)
     v' = max over the l_q fields of q           (per group channel)
 
-For an equivariant planner (G = 8 for D4) the convolution is the expensive part: every output channel of
-every field must be computed to take the max (l_q * G outputs from G * f * f inputs per cell). Plain
-autograd then stores q at every step and runs two more dense products backward. But the max passes the
-gradient of each (cell, channel) to exactly one field, so :class:`_MaxOverFields` stores only ``v`` and
-the index of the winning field, and backward gathers the winning filters (about l_q times fewer
-operations for the input gradient) and runs one dense product for the kernel gradient. Values are kept
-pixel-major, (B, H, W, G), so the convolution is one matrix product of cell neighbourhoods (B*H*W, f*f*G)
-with the kernel matrix (f*f*G, l_q*G).
+For an equivariant planner (G = 8 for D4) the value convolution dominates: to take the max, every output
+channel of every field must be computed (l_q * G outputs from f * f * G inputs per cell and step), one
+dense matrix product forward. Backward, though, the max passes the gradient of each (cell, channel) to
+exactly one field, so plain autograd's two dense products and dense q-gradient per step do about l_q
+times more work than needed. :class:`_MaxOverFields` instead gathers the winning filters
+(``embedding_bag``) for the value gradient, forms the kernel gradient as a sparse product, and records
+the reward-part gradient sparsely for :class:`_CollectRewardGrad`, which adds every step's share once.
+Values are kept pixel-major, (B, H, W, G), so the convolution is one matrix product of the cells'
+neighbourhoods (B * H * W, f * f * G) with the kernel matrix (f * f * G, l_q * G).
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ def kernel_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(2, 3, 1, 0).reshape(f * f * in_ch, out_ch)
 
 
-def neighbourhoods(v: torch.Tensor, f: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B * H * W, f * f * C): each cell's f x f neighbourhood, zero outside the map."""
+def neighbourhoods(v: torch.Tensor, f: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W, C) -> (B * H * W, f * f * C): each cell's f x f neighbourhood, zero outside the map.
+
+    ``out`` optionally receives the result, (B, H, W, f * f, C).
+    """
     b, h, w, c = v.shape
     p = f // 2
     padded = F.pad(v, (0, 0, p, p, p, p))
     windows = [padded[:, dy : dy + h, dx : dx + w] for dy in range(f) for dx in range(f)]
-    return torch.stack(windows, dim=3).reshape(b * h * w, f * f * c)
+    return torch.stack(windows, dim=3, out=out).view(b * h * w, f * f * c)
 
 
 def _fold_neighbourhoods(grad: torch.Tensor, shape: torch.Size, f: int) -> torch.Tensor:
@@ -59,35 +63,80 @@ def _fold_neighbourhoods(grad: torch.Tensor, shape: torch.Size, f: int) -> torch
     return out[:, p : p + h, p : p + w]
 
 
-class _MaxOverFields(torch.autograd.Function):
-    """``v'[n, g] = max_i (q_r + neighbourhoods(v) @ w)[n, i * G + g]`` with a sparse backward."""
+class _CollectRewardGrad(torch.autograd.Function):
+    """Identity on ``q_r``; its backward adds the sparse gradients the VI steps recorded for ``q_r``.
+
+    Every step passes gradient to one field per (cell, channel) of ``q_r``; materialising that as a dense
+    (B * H * W, l_q * G) tensor per step, and summing K of them, would cost more than the rest of the
+    step's backward. The steps record (flat index, value) pairs instead, added here once.
+    """
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, q_r: torch.Tensor, w: torch.Tensor, f: int) -> torch.Tensor:
+    def forward(ctx, q_r: torch.Tensor, records: list) -> torch.Tensor:
+        ctx.records = records
+        ctx.set_materialize_grads(False)
+        return q_r.view_as(q_r)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor | None):
+        records = ctx.records
+        if not records:
+            return grad, None
+        shape = records[0][2]
+        out = torch.zeros(shape, dtype=records[0][1].dtype, device=records[0][1].device)
+        if grad is not None:
+            out += grad
+        out.view(-1).index_add_(0, torch.cat([r[0] for r in records]), torch.cat([r[1] for r in records]))
+        records.clear()
+        return out, None
+
+
+class _MaxOverFields(torch.autograd.Function):
+    """``v'[n, g] = max_i (q_r + neighbourhoods(v) @ w)[n, i * G + g]`` with a sparse backward.
+
+    ``workspace`` holds reusable forward buffers and, under key "records", the list into which the
+    gradient of ``q_r`` is recorded sparsely for :class:`_CollectRewardGrad` (without that key, the
+    gradient of ``q_r`` is returned densely).
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, q_r: torch.Tensor, w: torch.Tensor, f: int, workspace: dict) -> torch.Tensor:
         b, h, wd, g = v.shape
-        q = torch.addmm(q_r, neighbourhoods(v, f), w)
+        # Reuse the step's buffers: allocating and freeing these large temporaries at every step
+        # fragments the heap (glibc keeps the holes), which grew the resident memory by ~q's size a step.
+        if workspace.get("q") is None or workspace["q"].dtype != v.dtype:
+            workspace["q"] = q_r.new_empty(q_r.shape)
+            workspace["nb"] = v.new_empty(b, h, wd, f * f, g)
+        q = torch.addmm(q_r, neighbourhoods(v, f, out=workspace["nb"]), w, out=workspace["q"])
         out, winner = q.view(b * h * wd, -1, g).max(dim=1)
         ctx.save_for_backward(v, w, winner)
-        ctx.f = f
+        ctx.f, ctx.records = f, workspace.get("records")
         return out.view(b, h, wd, g)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         v, w, winner = ctx.saved_tensors
         b, h, wd, g = v.shape
-        grad = grad_out.reshape(b * h * wd, g)
-        cols = winner * g + torch.arange(g, device=v.device)  # (N, G): column of q that won
+        n, width = b * h * wd, w.shape[1]
+        grad = grad_out.reshape(n, g)
+        cols = winner * g + torch.arange(g, device=v.device)  # (N, G): the column of q that won
         grad_v = grad_q_r = grad_w = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_q = grad.new_zeros(grad.shape[0], w.shape[1]).scatter_(1, cols, grad)
-            grad_q_r = grad_q if ctx.needs_input_grad[1] else None
-            if ctx.needs_input_grad[2]:
-                grad_w = neighbourhoods(v, ctx.f).t() @ grad_q
-        if ctx.needs_input_grad[0]:
-            chosen = w.t()[cols]  # (N, G, f*f*G): the filter of the winning field, per channel
-            grad_nb = torch.bmm(grad[:, None, :], chosen)[:, 0]
+        if ctx.needs_input_grad[1]:
+            if ctx.records is not None:
+                flat = cols + torch.arange(n, device=v.device)[:, None] * width
+                ctx.records.append((flat.flatten(), grad.flatten(), (n, width)))
+            else:
+                grad_q_r = grad.new_zeros(n, width).scatter_(1, cols, grad)
+        if ctx.needs_input_grad[2]:  # (sum over the winners of grad * neighbourhood), as a sparse product
+            rows = torch.arange(n, device=v.device).repeat_interleave(g)
+            picked = torch.sparse_coo_tensor(
+                torch.stack([cols.flatten(), rows]), grad.flatten(), (width, n), check_invariants=False
+            )
+            grad_w = torch.sparse.mm(picked, neighbourhoods(v, ctx.f)).t()
+        if ctx.needs_input_grad[0]:  # sum over channels of grad * the winning field's filter
+            grad_nb = F.embedding_bag(cols, w.t().contiguous(), per_sample_weights=grad, mode="sum")
             grad_v = _fold_neighbourhoods(grad_nb, v.shape, ctx.f)
-        return grad_v, grad_q_r, grad_w, None
+        return grad_v, grad_q_r, grad_w, None, None
 
 
 class VIStep:
@@ -103,6 +152,10 @@ class VIStep:
     """
 
     def __init__(self, q_r: torch.Tensor, w_v: torch.Tensor, free: torch.Tensor | None):
+        self.workspace: dict = {}
+        if q_r.requires_grad:
+            self.workspace["records"] = []
+            q_r = _CollectRewardGrad.apply(q_r, self.workspace["records"])
         self.q_r, self.w_v, self.free = q_r, w_v, free
         self.f = w_v.shape[-1]
         self.w = kernel_matrix(w_v)
@@ -112,7 +165,7 @@ class VIStep:
         return torch.addmm(self.q_r, neighbourhoods(v, self.f), self.w)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        v = _MaxOverFields.apply(v, self.q_r, self.w, self.f)
+        v = _MaxOverFields.apply(v, self.q_r, self.w, self.f, self.workspace)
         if self.free is not None:
             worst = v.masked_fill(~self.free, float("inf")).amin(dim=(1, 2), keepdim=True)
             worst = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst))  # no free cell
@@ -123,5 +176,5 @@ class VIStep:
         """The same step with its parameters cut from the graph: cheaper vector-Jacobian products in v."""
         step = VIStep.__new__(VIStep)
         step.q_r, step.w_v, step.free, step.f = self.q_r.detach(), self.w_v.detach(), self.free, self.f
-        step.w = self.w.detach()
+        step.w, step.workspace = self.w.detach(), {}
         return step

@@ -44,12 +44,28 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         backward_max_iter: int = 50,
     ) -> None:
         super().__init__(
-            l_h=l_h, l_q=l_q, f=f, group=group, no_equiv_policy=no_equiv_policy,
-            value_norm=True, gamma=check_gamma(gamma, strict=True), wall_mask=wall_mask,
-        )  # fmt: skip
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            group=group,
+            no_equiv_policy=no_equiv_policy,
+            value_norm=True,
+            gamma=check_gamma(gamma, strict=True),
+            wall_mask=wall_mask,
+        )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = dict(
-            l_h=l_h, l_q=l_q, f=f, group=group, no_equiv_policy=no_equiv_policy, gamma=gamma,
-            wall_mask=wall_mask, solver=solver, tol=tol, max_iter=max_iter, backward_solver=backward_solver,
-            backward_tol=backward_tol, backward_max_iter=backward_max_iter,
-        )  # fmt: skip
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            group=group,
+            no_equiv_policy=no_equiv_policy,
+            gamma=gamma,
+            wall_mask=wall_mask,
+            solver=solver,
+            tol=tol,
+            max_iter=max_iter,
+            backward_solver=backward_solver,
+            backward_tol=backward_tol,
+            backward_max_iter=backward_max_iter,
+        )

@@ -50,6 +50,15 @@ class DEVIN(EquilibriumSolve, VINLayers):
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = dict(
-            l_h=l_h, l_q=l_q, f=f, gamma=gamma, wall_mask=wall_mask, solver=solver, tol=tol, max_iter=max_iter,
-            backward_solver=backward_solver, backward_tol=backward_tol, backward_max_iter=backward_max_iter,
-        )  # fmt: skip
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            gamma=gamma,
+            wall_mask=wall_mask,
+            solver=solver,
+            tol=tol,
+            max_iter=max_iter,
+            backward_solver=backward_solver,
+            backward_tol=backward_tol,
+            backward_max_iter=backward_max_iter,
+        )

@@ -91,7 +91,9 @@ class SymVIN(SymVINLayers):
         group: "d4" (default), "c4", "d8" or "c8" (see :mod:`diffplan.models._symmetry`).
         no_equiv_policy: plain 1x1 conv policy head instead of the equivariant one.
         value_norm: bound the value kernel's l1 norm by ``gamma`` (see :mod:`diffplan.models.grid._base`).
-        gamma: the bound (discount) used when ``value_norm``.
+            On by default, unlike VIN: the published SymVIN's values grow geometrically with K (initial
+            loss ~13); with the bound they grow at most linearly, so the model starts and stays stable.
+        gamma: the bound (discount) used when ``value_norm``; 1.0 = undiscounted.
         wall_mask: walls take the worst free-cell value after each step.
 
     Shapes:
@@ -108,19 +110,32 @@ class SymVIN(SymVINLayers):
         f: int = 3,
         group: str = "d4",
         no_equiv_policy: bool = False,
-        value_norm: bool = False,
+        value_norm: bool = True,
         gamma: float = 1.0,
         wall_mask: bool = False,
     ) -> None:
         super().__init__(
-            l_h=l_h, l_q=l_q, f=f, group=group, no_equiv_policy=no_equiv_policy,
-            value_norm=value_norm, gamma=gamma, wall_mask=wall_mask,
-        )  # fmt: skip
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            group=group,
+            no_equiv_policy=no_equiv_policy,
+            value_norm=value_norm,
+            gamma=gamma,
+            wall_mask=wall_mask,
+        )
         self.k = check_int("k", k)
         self.config = dict(
-            k=k, l_h=l_h, l_q=l_q, f=f, group=group, no_equiv_policy=no_equiv_policy,
-            value_norm=value_norm, gamma=gamma, wall_mask=wall_mask,
-        )  # fmt: skip
+            k=k,
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            group=group,
+            no_equiv_policy=no_equiv_policy,
+            value_norm=value_norm,
+            gamma=gamma,
+            wall_mask=wall_mask,
+        )
 
     def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
         return unrolled(step, v0, self.k)

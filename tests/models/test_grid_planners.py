@@ -1,0 +1,284 @@
+"""Every registered grid planner: shapes, gradients, save/load, equivariance, DEQ gradients, stability."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
+from diffplan.errors import BadInputError
+from diffplan.models import create_model, get_model_entry, list_models
+from diffplan.models.grid._vi_step import VIStep, _MaxOverFields, kernel_matrix, neighbourhoods
+
+GRID = list_models(task="grid")
+SYMMETRIC = [n for n in GRID if get_model_entry(n).symmetric]
+SMALL = dict(l_h=6, l_q=3)
+
+
+def small_config(name: str, **extra) -> dict:
+    config = dict(SMALL, **extra)
+    if not get_model_entry(name).implicit:
+        config.setdefault("k", 6)
+    return config
+
+
+def maze_batch(h: int = 7, w: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two mazes (walls on the border and a few inside), goals at different cells: (2, H, W), (2, 1, H, W)."""
+    maze = torch.ones(2, h, w)
+    maze[:, 0], maze[:, -1], maze[:, :, 0], maze[:, :, -1] = 0, 0, 0, 0
+    maze[0, 2, 1 : w - 2] = 0  # a horizontal wall with a gap on the right
+    maze[1, 1 : h - 2, 3] = 0  # a vertical wall with a gap at the bottom
+    goal = torch.zeros(2, 1, h, w)
+    goal[0, 0, 1, 1] = 1
+    goal[1, 0, h - 2, 1] = 1
+    return maze, goal
+
+
+def randomise_value_kernel(model: torch.nn.Module, std: float = 0.5) -> None:
+    """The value kernel starts at zero; give it weight so the tests see values propagate."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in ("w", "q_v.weights"):
+                p.normal_(0.0, std)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("name", GRID)
+@pytest.mark.parametrize("size", [(7, 7), (6, 9)])
+def test_output_shapes_and_finite(name, size):
+    model = create_model(name, **small_config(name))
+    randomise_value_kernel(model)
+    maze, goal = maze_batch(*size)
+    out = model(maze, goal)
+    assert out.logits.shape == (2, 4, *size)
+    assert out.values.shape == (2, 1, *size)
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.values).all()
+    assert all(isinstance(v, float) for v in out.stats.values())
+    if get_model_entry(name).implicit:
+        assert {"forward_iterations", "forward_residual"} <= out.stats.keys()
+
+
+@pytest.mark.parametrize("name", GRID)
+def test_every_parameter_gets_a_gradient(name):
+    model = create_model(name, **small_config(name, wall_mask=True))
+    maze, goal = maze_batch()
+    out = model(maze, goal)
+    F.cross_entropy(
+        out.logits, torch.randint(0, 4, (2, 7, 7), generator=torch.Generator().manual_seed(0))
+    ).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    if get_model_entry(name).implicit:
+        assert "backward_iterations" in out.stats  # filled in by the backward hook
+
+
+@pytest.mark.parametrize("name", GRID)
+@pytest.mark.parametrize("save_mode", ["train", "eval"])
+def test_state_dict_round_trip(name, save_mode):
+    model = create_model(name, **small_config(name))
+    randomise_value_kernel(model)
+    model.train(save_mode == "train")
+    buffer = io.BytesIO()
+    torch.save({"name": name, "config": model.config, "state_dict": model.state_dict()}, buffer)
+    buffer.seek(0)
+    ckpt = torch.load(buffer, weights_only=True)
+
+    for load_mode in (True, False):  # load into a model in training and in evaluation mode
+        clone = create_model(ckpt["name"], **ckpt["config"]).train(load_mode)
+        clone.load_state_dict(ckpt["state_dict"], strict=True)
+        assert clone.config == model.config
+        maze, goal = maze_batch()
+        with torch.no_grad():
+            torch.testing.assert_close(clone.eval()(maze, goal).logits, model.eval()(maze, goal).logits)
+    assert set(model.train().state_dict()) == set(model.eval().state_dict())
+
+
+@pytest.mark.parametrize("name", GRID)
+def test_config_rebuilds_the_same_model(name):
+    model = create_model(name, **small_config(name, wall_mask=True))
+    clone = create_model(name, **model.config)
+    assert clone.config == model.config
+    assert [(k, v.shape) for k, v in clone.state_dict().items()] == [
+        (k, v.shape) for k, v in model.state_dict().items()
+    ]
+
+
+def test_parameter_counts_at_release_size(capsys):
+    counts = {name: sum(p.numel() for p in create_model(name).parameters()) for name in GRID}
+    with capsys.disabled():
+        print("\nparameters at release size (l_h=150, l_q=40, f=3, d4):", counts)
+    assert counts["VIN"] == counts["DE-VIN"] == 3880  # published VIN
+    assert counts["SymVIN"] == counts["DE-SymVIN"] == 4900  # published SymVIN with equivariant head
+
+
+@pytest.mark.parametrize("name", GRID)
+def test_initial_loss_is_moderate_at_release_size(name):
+    """Published SymVIN/DE-SymVIN start with losses ~13 / ~1e17 (unbounded values); these must not."""
+    torch.manual_seed(0)
+    maze = (torch.rand(2, 15, 15) > 0.4).float()
+    goal = torch.zeros(2, 1, 15, 15)
+    goal[:, 0, 7, 7] = 1
+    model = create_model(name)
+    with torch.no_grad():
+        out = model(maze, goal)
+        loss = F.cross_entropy(out.logits, torch.randint(0, 4, (2, 15, 15)))
+    assert torch.isfinite(loss) and loss < 10, loss
+
+
+# --- equivariance (DESIGN section 3) ---------------------------------------------------------------
+
+TRANSFORMS = {
+    "rot90": (lambda x: torch.rot90(x, 1, dims=(-2, -1)), ROT90_ACTION_PERM),
+    "flip_lr": (lambda x: torch.flip(x, dims=(-1,)), FLIP_LR_ACTION_PERM),
+    "flip_ud": (lambda x: torch.flip(x, dims=(-2,)), FLIP_UD_ACTION_PERM),
+}
+CASES = [
+    (name, group, t)
+    for name in SYMMETRIC
+    for group in ("d4", "c4", "d8")
+    for t in (["rot90"] if group[0] == "c" else list(TRANSFORMS))
+    if name == "SymVIN" or group == "d4"
+]
+
+
+@pytest.mark.parametrize(("name", "group", "transform"), CASES)
+def test_equivariance(name, group, transform):
+    torch.manual_seed(0)
+    extra = {"tol": 1e-6, "max_iter": 200} if get_model_entry(name).implicit else {}
+    model = create_model(name, **small_config(name, group=group, wall_mask=True, **extra)).eval()
+    randomise_value_kernel(model)
+    maze, goal = maze_batch(7, 6)  # non-square: a rotation also swaps H and W
+    op, perm = TRANSFORMS[transform]
+    with torch.no_grad():
+        out = model(maze, goal).logits
+        out_t = model(op(maze), op(goal)).logits
+    expected = torch.empty_like(op(out))
+    expected[:, torch.as_tensor(perm)] = op(out)  # action a of the original is action perm[a] after
+    assert rel_err(out_t, expected) < 1e-4
+
+
+@pytest.mark.parametrize("transform", ["rot90", "flip_lr"])
+def test_plain_policy_head_is_not_equivariant(transform):
+    torch.manual_seed(0)
+    model = create_model("SymVIN", **small_config("SymVIN", no_equiv_policy=True)).eval()
+    maze, goal = maze_batch()
+    op, perm = TRANSFORMS[transform]
+    with torch.no_grad():
+        out, out_t = model(maze, goal).logits, model(op(maze), op(goal)).logits
+    expected = torch.empty_like(out)
+    expected[:, torch.as_tensor(perm)] = op(out)
+    assert rel_err(out_t, expected) > 1e-3
+
+
+# --- the VI step -------------------------------------------------------------------------------------
+
+
+def test_vi_step_matches_convolution_and_gradcheck():
+    torch.manual_seed(0)
+    b, h, w, g, l_q, f = 2, 5, 4, 2, 3, 3
+    v = torch.randn(b, h, w, g, dtype=torch.float64, requires_grad=True)
+    q_r = torch.randn(b * h * w, l_q * g, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(l_q * g, g, f, f, dtype=torch.float64, requires_grad=True)
+    free = torch.rand(b, h, w, 1, generator=torch.Generator().manual_seed(0)) > 0.3
+    q_ref = q_r.view(b, h, w, -1).permute(0, 3, 1, 2) + F.conv2d(v.permute(0, 3, 1, 2), kernel, padding=1)
+    v_ref = q_ref.view(b, l_q, g, h, w).amax(dim=1).permute(0, 2, 3, 1)
+    torch.testing.assert_close(VIStep(q_r, kernel, free=None)(v), v_ref)
+    assert neighbourhoods(v, f).shape == (b * h * w, f * f * g)
+
+    def unrolled(v, q_r, kernel, free):  # three steps and the final q, with the sparse reward gradient
+        step = VIStep(q_r, kernel, free=free)
+        for _ in range(3):
+            v = step(v)
+        return step.q(v)
+
+    for mask in (None, free):
+        assert torch.autograd.gradcheck(lambda *x: unrolled(*x, mask), (v, q_r, kernel))
+    assert torch.autograd.gradcheck(
+        lambda v, q, k: _MaxOverFields.apply(v, q, k, f, {}), (v, q_r, kernel_matrix(kernel))
+    )
+
+
+def test_wall_mask_gives_walls_the_worst_free_value():
+    maze, goal = maze_batch()
+    model = create_model("VIN", **small_config("VIN", wall_mask=True))
+    randomise_value_kernel(model)
+    values = model(maze, goal).values.detach()
+    walls, free = maze[:, None] == 0, maze[:, None] == 1
+    for i in range(2):
+        worst = values[i][free[i]].min()
+        assert torch.equal(values[i][walls[i]], worst.expand(int(walls[i].sum())))
+
+
+def test_value_norm_bounds_values():
+    """With the value kernel's l1 norm <= gamma < 1 values stay below max|r-part| / (1 - gamma)."""
+    maze, goal = maze_batch()
+    wild = create_model("SymVIN", **small_config("SymVIN", k=40, value_norm=False))
+    tame = create_model("SymVIN", **small_config("SymVIN", k=40, value_norm=True, gamma=0.5))
+    randomise_value_kernel(wild, std=3.0)
+    tame.load_state_dict(wild.state_dict())
+    assert not wild(maze, goal).stats["value_abs_max"] < 1e6  # the published computation blows up (or NaN)
+    assert tame(maze, goal).stats["value_abs_max"] < 1e3
+
+
+# --- deep equilibrium ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("deq", "unrolled"), [("DE-VIN", "VIN"), ("DE-SymVIN", "SymVIN")])
+@pytest.mark.parametrize("backward_solver", ["anderson", "forward"])
+def test_implicit_gradient_matches_long_unrolled_iteration(deq, unrolled, backward_solver):
+    torch.manual_seed(0)
+    gamma = 0.6
+    tight = dict(tol=1e-11, max_iter=300, backward_tol=1e-11, backward_max_iter=300)
+    model = create_model(deq, **SMALL, gamma=gamma, wall_mask=True, backward_solver=backward_solver, **tight)
+    model = model.double()
+    randomise_value_kernel(model, std=1.0)
+    reference = create_model(unrolled, **SMALL, k=120, value_norm=True, gamma=gamma, wall_mask=True).double()
+    reference.load_state_dict(model.state_dict())
+    maze, goal = (x.double() for x in maze_batch())
+    target = torch.randint(0, 4, (2, 7, 7), generator=torch.Generator().manual_seed(1))
+
+    grads = []
+    for m in (model, reference):
+        out = m(maze, goal)
+        F.cross_entropy(out.logits, target).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    torch.testing.assert_close(model(maze, goal).logits, reference(maze, goal).logits)
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.999
+    assert rel_err(grads[0], grads[1]) < 1e-4
+
+
+def test_jacobian_free_backward_runs():
+    model = create_model("DE-VIN", **SMALL, backward_solver="none")
+    out = model(*maze_batch())
+    out.logits.sum().backward()
+    assert model.w.grad is not None and "backward_iterations" not in out.stats
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("SymVIN", {"group": "d5"}),
+        ("VIN", {"f": 4}),
+        ("VIN", {"k": 0}),
+        ("VIN", {"value_norm": True, "gamma": 1.5}),
+        ("DE-VIN", {"gamma": 1.0}),
+        ("DE-SymVIN", {"solver": "broyden"}),
+        ("DE-VIN", {"backward_solver": "magic"}),
+    ],
+)
+def test_bad_configuration_is_refused(name, config):
+    with pytest.raises(BadInputError):
+        create_model(name, **config)
+
+
+def test_bad_input_shapes_are_refused():
+    model = create_model("VIN", **small_config("VIN"))
+    maze, goal = maze_batch()
+    with pytest.raises(BadInputError, match="maze"):
+        model(maze, goal[:1])
