@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 import yaml
-from diffplan_cli._common import DEFAULT_MANIFEST, JsonOpt, console
-from diffplan_cli.validate import ReleaseRootOpt
 from rich.table import Table
 
 from diffplan.release.inspection import Inspection, inspect_model, plot_test_map
 from diffplan.release.manifest import load_manifest
+from diffplan_cli._common import DEFAULT_MANIFEST, JsonOpt, console
+from diffplan_cli.validate import ReleaseRootOpt
 
 
 def _pct(value) -> str:

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from diffplan_cli._common import DEFAULT_MANIFEST, ManifestOpt, console
-from diffplan_cli.validate import ReleaseRootOpt, print_report, run_validation
 from rich.table import Table
 
 from diffplan.release.manifest import load_manifest
 from diffplan.release.packaging import archive_stem, build_package, verify_archive
+from diffplan_cli._common import DEFAULT_MANIFEST, ManifestOpt, console
+from diffplan_cli.validate import ReleaseRootOpt, print_report, run_validation
 
 
 def _verify(archive: Path) -> None:

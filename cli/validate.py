@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from diffplan_cli._common import DEFAULT_MANIFEST, ManifestOpt, console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -15,6 +14,7 @@ from diffplan._atomic import atomic_write_text
 from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import FAIL, ValidationReport, validate_models, write_results
+from diffplan_cli._common import DEFAULT_MANIFEST, ManifestOpt, console
 
 ReleaseRootOpt = Annotated[Path, typer.Option("--release-root", help="Folder of the release files.")]
 

@@ -84,7 +84,11 @@ def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint")
     try:
         model.load_state_dict(record["state_dict"], strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{source}: weights do not match the planner's config ({str(err).splitlines()[0]}).") from err
+        detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])[:300]
+        raise CheckpointError(
+            f"{source}: its weights do not match the planner built from its config ({detail}); the checkpoint was "
+            f"made by another version of the planner: retrain it or use the matching diffplan version."
+        ) from err
     return model
 
 

@@ -72,6 +72,7 @@ CHECKS: dict[str, str] = {
 MAX_CHECKPOINT_MB = 10.0  # 10 * 10**6 bytes, the unit of metadata's file_size_mb
 SCORE_TOLERANCE_POINTS = 0.5
 EQUIVARIANCE_TOLERANCE = 1e-4
+QUICK_START_TOLERANCE = 1e-3
 SAMPLE_MAPS = 8
 LATENCY_MAPS = 5
 RECORDED = ("accuracy", "success", "optimality")
@@ -363,7 +364,6 @@ class _ModelCheck:
                 reason = {
                     "info": "no readable metadata",
                     "model": "the checkpoint did not load",
-                    "split": "the test split did not load",
                     "sample_output": "inference failed",
                 }[need]
                 self.record(name, SKIP, f"skipped: {reason}.")
@@ -659,12 +659,17 @@ class _ModelCheck:
                 f"plan_maze returned actions of shape {tuple(result.actions.shape)}, expected {maze.shape}.",
             )
         reference = policy_of(output, batch, self.settings)
-        diff = float((result.logits - reference.logits[0]).abs().max())
-        scale = float(reference.logits[0].abs().max()) + 1e-12
-        if not diff <= 1e-4 * max(scale, 1.0):
+        expected = _policy(reference.logits[:1])
+        policy_gap = _relative(_policy(result.logits[None]) - expected, expected)
+        values = torch.nan_to_num(reference.values[0], nan=0.0)
+        value_gap = _relative(torch.nan_to_num(result.values, nan=0.0) - values, values)
+        # 1e-3 relative: room for fixed-point solvers that stop after different iteration counts on a
+        # batch of one and a batch of eight; a wrongly built input moves the outputs far more.
+        if not max(policy_gap, value_gap) <= QUICK_START_TOLERANCE:
             return FAIL, (
-                f"plan_maze on test map 0 disagrees with the planner on the data set's input "
-                f"(logits differ by {diff:.2e}): the quick start builds the planner's input differently."
+                f"plan_maze on test map 0 disagrees with the planner on the data set's input (policy off by "
+                f"{policy_gap:.1e}, values by {value_gap:.1e}, relative): the quick start builds the "
+                f"planner's input differently."
             )
         return PASS, f"load_model + plan_maze(model, maze, {goal}) agree with the data set's inference."
 

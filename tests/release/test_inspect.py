@@ -7,11 +7,11 @@ import json
 import matplotlib.image
 import pytest
 import torch
-from diffplan_cli.app import app
 from typer.testing import CliRunner
 
 from diffplan.release.inspection import inspect_model, read_training_curve
 from diffplan.release.plotting import DPI, FIGURE_INCHES
+from diffplan_cli.app import app
 
 runner = CliRunner()
 PIXELS = int(FIGURE_INCHES * DPI)

@@ -9,7 +9,6 @@ import tarfile
 import zipfile
 
 import pytest
-from diffplan_cli.app import app
 from typer.testing import CliRunner
 
 from diffplan.release.packaging import (
@@ -19,6 +18,7 @@ from diffplan.release.packaging import (
     unsafe_reason,
     verify_archive,
 )
+from diffplan_cli.app import app
 
 runner = CliRunner()
 STEM = "diffplan_pretrained_models_v1.0"

@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from diffplan_cli.app import app
 from typer.testing import CliRunner
 
 from diffplan.release.packaging import extract_archive
+from diffplan_cli.app import app
 
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffplan_cli.app import app
 from typer.testing import CliRunner
 
 import diffplan
@@ -18,6 +17,7 @@ from diffplan.release.checkpoint import load_model, sha256_file
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import CHECKS, equivariance_errors, transform_logits, validate_models
 from diffplan.training.batching import make_batch
+from diffplan_cli.app import app
 
 runner = CliRunner()
 
@@ -298,3 +298,36 @@ def test_a_plan_results_path_follows_the_policy_and_stops_where_it_gets_stuck():
     assert result.path((0, 1)) == [(0, 1), (0, 2)]
     with pytest.raises(BadInputError, match="not a free cell"):
         result.path((5, 5))
+
+
+def test_peak_tensor_memory_counts_what_is_alive_at_once_and_not_the_inputs():
+    from diffplan.release.validation import _TensorMemory
+
+    x = torch.zeros(1000)  # 4000 bytes, an input: not counted
+    with _TensorMemory() as tracker:
+        a = x + 1  # 4000 bytes
+        b = a * 2  # 4000 more, both alive
+        del a
+        c = b.view(10, 100) - 1  # a view is free, the subtraction allocates 4000: 8000 alive again
+        del b, c
+        d = torch.ones(250)  # 1000 bytes after everything else was freed
+    assert tracker.peak == 8000 and tracker.live == 1000
+    assert d.numel() == 250
+
+
+def test_a_quick_start_that_builds_the_graph_differently_fails_its_check(release, monkeypatch):
+    import diffplan.planning
+
+    build = diffplan.planning.graph_batch_of
+
+    def without_goal_feature(maze, goal, has_obstacle=True):
+        batch = build(maze, goal, has_obstacle)
+        batch["x"][:, 2] = 0.0  # forget which node is the goal
+        return batch
+
+    monkeypatch.setattr(diffplan.planning, "graph_batch_of", without_goal_feature)
+    report = validate_models(
+        load_manifest(release.manifest), ["MP-VIN_tiny"], release_root=release.release_root
+    )
+    quick_start = report.models[0].check("quick_start")
+    assert quick_start.status == "fail" and "builds the planner's input differently" in quick_start.message

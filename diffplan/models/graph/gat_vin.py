@@ -10,6 +10,9 @@ Geometry enters through GATConv's edge features (``edge_dim=2``): the attention 
 the logits also see the sender's value, softly pick the best neighbour. The published model instead
 concatenated absolute positions to every layer's input; here no layer sees absolute positions, so the
 planner is translation invariant. Every node gets a self-loop with relative position (0, 0).
+
+The Q layer's edge term of the attention logits depends only on geometry, so ``_StaticEdgeGATConv``
+(a GATConv taking that term precomputed) computes it once per forward pass instead of once per step.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
+from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
 from diffplan.models._output import PlanOutput
@@ -25,6 +29,29 @@ from diffplan.models._registry import register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import value_iteration
 from diffplan.models.graph._readout import EdgeReadout
+
+
+class _StaticEdgeGATConv(GATConv):
+    """GATConv (``edge_dim=2``, no self-loops added) whose ``edge_attr`` is the precomputed edge term of the
+    attention logits, ``edge_logits(rel)`` of shape (E, heads): identical output, reused across calls."""
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int) -> None:
+        super().__init__(in_channels, out_channels, heads=heads, edge_dim=2, add_self_loops=False)
+
+    def edge_logits(self, edge_attr: Tensor) -> Tensor:
+        edge = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+        return (edge * self.att_edge).sum(dim=-1)
+
+    def edge_update(
+        self, alpha_j: Tensor, alpha_i: Tensor | None, edge_attr: Tensor | None, index: Tensor,
+        ptr: Tensor | None, dim_size: int | None,
+    ) -> Tensor:  # fmt: skip
+        alpha = alpha_j if alpha_i is None else alpha_j + alpha_i
+        if edge_attr is not None:
+            alpha = alpha + edge_attr
+        alpha = F.leaky_relu(alpha, self.negative_slope)
+        alpha = softmax(alpha, index, ptr, dim_size)
+        return F.dropout(alpha, p=self.dropout, training=self.training)
 
 
 @register_model("GAT-VIN", task="graph")
@@ -63,7 +90,7 @@ class GATVIN(nn.Module):
         self.k = k
         self.h = GATConv(2, l_h, edge_dim=2, add_self_loops=False)
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
-        self.q = GATConv(2, l_q // heads, heads=heads, edge_dim=2, add_self_loops=False)
+        self.q = _StaticEdgeGATConv(2, l_q // heads, heads=heads)
         self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:
@@ -73,8 +100,9 @@ class GATVIN(nn.Module):
         flags = x[:, 2:]
         h = F.elu(self.h(flags, ei, rel))
         r = self.r(torch.cat([h, flags], dim=-1))
+        edge_logits = self.q.edge_logits(rel)
         q, v, residual = value_iteration(
-            lambda v: self.q(torch.cat([r, v], dim=-1), ei, rel),
+            lambda v: self.q(torch.cat([r, v], dim=-1), ei, edge_logits),
             lambda q: q.amax(-1, keepdim=True),
             torch.zeros_like(r),
             self.k,
