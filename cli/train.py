@@ -23,35 +23,16 @@ def _percent(value: float | None) -> str:
 
 def _results_table(results: list[TrainResult]) -> Table:
     table = Table(title="Training results")
-    for column in (
-        "model",
-        "status",
-        "test accuracy",
-        "target",
-        "success",
-        "optimality",
-        "epochs",
-        "best epoch",
-        "wall time",
-        "pass",
-    ):
+    for column in ("model", "status", "accuracy (target)", "success", "optimality", "epochs (best)", "time"):
         table.add_column(column, justify="left" if column in ("model", "status") else "right")
     for r in results:
-        verdict = (
-            "[green]pass[/]" if r.passed else ("[yellow]-[/]" if r.status == "skipped" else "[red]fail[/]")
-        )
-        table.add_row(
-            r.name,
-            r.status,
-            _percent(r.test.get("accuracy")),
-            f"> {100 * r.target:.0f}%",
-            _percent(r.test.get("success")),
-            _percent(r.test.get("optimality")),
-            str(r.epochs_run or "-"),
-            str(r.best_epoch or "-"),
-            f"{r.seconds / 60:.1f} min",
-            verdict,
-        )
+        verdict = "pass" if r.passed else ("-" if r.status == "skipped" else "fail")
+        colour = {"pass": "green", "fail": "red"}.get(verdict, "yellow")
+        status = r.status if r.status == "skipped" else f"[{colour}]{verdict}[/]"
+        epochs = f"{r.epochs_run} ({r.best_epoch})" if r.epochs_run else "-"
+        table.add_row(r.name, status, f"{_percent(r.test.get('accuracy'))} (> {100 * r.target:.0f}%)",
+                      _percent(r.test.get("success")), _percent(r.test.get("optimality")), epochs,
+                      f"{r.seconds / 60:.1f} min" if r.seconds else "-")
     return table
 
 
@@ -91,6 +72,8 @@ def train(
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     spec = load_manifest(manifest)
     selected = spec.select(only)
     parsed_devices: str | int | list[int] = devices
@@ -137,6 +120,8 @@ def train(
                         f"(best {_percent(epoch.best_val_accuracy)}, target > {100 * target:.0f}%)"
                     )
                     progress.update(task, completed=epoch.epoch, status=status)
+                    if not console.is_terminal:  # a log file gets one line per epoch instead of a live bar
+                        console.print(f"{epoch.name} epoch {epoch.epoch}/{epoch.max_epochs}: {status}")
 
                 results.append(train_model(entry, spec, options, report))
     console.print(_results_table(results))

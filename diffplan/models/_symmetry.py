@@ -20,6 +20,7 @@ exact.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import torch
@@ -112,3 +113,66 @@ class SteerableFilter(nn.Module):
         weight = self.basis(self.weights).reshape(self.out_size, self.in_size, k, k)
         bias = self.bias_expansion @ self.bias if self.bias is not None else None
         return weight, bias
+
+
+@cache
+def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
+    """Orthonormal basis (d, G, G, k, k) of every equivariant k x k filter between regular fields.
+
+    escnn samples its steerable basis from band-limited angular harmonics on a few rings; on a 3x3 grid
+    that spans 48 of the 72 dimensions of the exactly equivariant filters, and misses the single-pixel
+    shifts. Sampling on every ring of the grid with a high frequency cutoff spans them all (with
+    redundant elements), and an SVD keeps an orthonormal basis of that span.
+    """
+    gspace = get_gspace(group)
+    regular = enn.FieldType(gspace, [gspace.regular_repr])
+    half = kernel_size // 2
+    rings = sorted({math.hypot(y, x) for y in range(half + 1) for x in range(half + 1)})
+    conv = enn.R2Conv(
+        regular, regular, kernel_size, padding=half, bias=False, rings=rings,
+        frequencies_cutoff=lambda r: 2 * kernel_size * kernel_size, initialize=False,
+    )  # fmt: skip
+    columns = []
+    with torch.no_grad():
+        for i in range(conv.weights.numel()):
+            conv.weights.zero_()
+            conv.weights[i] = 1.0
+            columns.append(conv.expand_parameters()[0].double().flatten())
+    u, sv, _ = torch.linalg.svd(torch.stack(columns, dim=1), full_matrices=False)
+    rank = int((sv > sv[0] * 1e-6).sum())
+    size = group_size(gspace)
+    return u[:, :rank].T.reshape(rank, size, size, kernel_size, kernel_size).float().contiguous()
+
+
+class CompleteRegularFilter(nn.Module):
+    """An equivariant k x k filter between regular fields on a complete basis (see above).
+
+    Like :class:`SteerableFilter` (same ``forward()`` contract) but with ``d`` coefficients per pair of
+    fields, d = G * k * k (72 for D4 and a 3x3 kernel), enough for any equivariant filter: in particular
+    one that moves a value exactly one cell, which a VI step with a normalised kernel needs.
+
+    Args:
+        group: group name. in_fields, out_fields: numbers of regular fields. kernel_size: odd size.
+        init: "zeros" or "he" (Gaussian, variance 2 / fan-in per filter entry).
+
+    Shapes:
+        forward() -> filter (out_fields * G, in_fields * G, k, k), None.
+    """
+
+    def __init__(self, group: str, in_fields: int, out_fields: int, kernel_size: int, *, init: str = "zeros"):
+        super().__init__()
+        basis = _complete_regular_basis(group.lower(), kernel_size)
+        self.register_buffer("basis", basis.clone(), persistent=False)
+        self.in_fields, self.out_fields = in_fields, out_fields
+        weights = torch.zeros(out_fields, in_fields, basis.shape[0])
+        if init == "he":  # orthonormal basis: entry variance = coefficient variance * d / (G * G * k * k)
+            size = basis.shape[1]
+            fan_in = in_fields * size * kernel_size**2
+            entry_var = 2.0 / fan_in
+            weights.normal_(0.0, math.sqrt(entry_var * size * size * kernel_size**2 / basis.shape[0]))
+        self.weights = nn.Parameter(weights)
+
+    def forward(self) -> tuple[torch.Tensor, None]:
+        _, g, _, k, _ = self.basis.shape
+        weight = torch.einsum("oid,dgckl->ogickl", self.weights, self.basis)
+        return weight.reshape(self.out_fields * g, self.in_fields * g, k, k), None

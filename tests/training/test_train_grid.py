@@ -63,18 +63,11 @@ def test_train_writes_release_files_that_reload_to_the_same_outputs(tmp_path, ti
             atol=1e-6,
         )
     # A second run with the same entry is skipped: the release files already match it.
-    again = cli(
-        "train",
-        "--manifest",
-        manifest,
-        "--only",
-        name,
-        "--run-root",
-        tmp_path / "runs",
-        "--release-root",
-        tmp_path / "release",
-    )
+    stamp = (folder / f"{name}.ckpt").stat().st_mtime_ns
+    again = cli("train", "--manifest", manifest, "--only", name, "--run-root", tmp_path / "runs",
+                "--release-root", tmp_path / "release")
     assert again.exit_code == 0 and "skipped" in again.output
+    assert (folder / f"{name}.ckpt").stat().st_mtime_ns == stamp
 
 
 def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_data):
@@ -84,14 +77,15 @@ def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_
     spec = manifest.model("VIN_tiny")
     options = TrainOptions(run_root=tmp_path / "runs", release_root=tmp_path / "release")
 
-    def interrupt_after_first_epoch(report):
-        if report.epoch == 1:
+    def interrupt_during_second_epoch(report):
+        # Epoch reports come before the epoch's checkpoint is written: epoch 1 is saved, epoch 2 is lost.
+        if report.epoch == 2:
             raise KeyboardInterrupt
 
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(TrainingInterrupted, match="--resume"):
-            train_model(spec, manifest, options, interrupt_after_first_epoch)
+            train_model(spec, manifest, options, interrupt_during_second_epoch)
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT while it shuts down
     assert (tmp_path / "runs" / "VIN_tiny" / "last.ckpt").is_file()

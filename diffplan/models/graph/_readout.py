@@ -52,7 +52,7 @@ class EdgeReadout(nn.Module):
         if build:
             self.hid = nn.Linear(2 + 2 * node_dim, hidden)
             self.score = nn.Linear(hidden, 1)
-        self.gain = nn.Parameter(torch.zeros(()))
+        self.gain = nn.Parameter(torch.ones(()))
         if cont_action:
             self.log_scale = nn.Parameter(torch.zeros(()))
 
