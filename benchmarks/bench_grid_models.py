@@ -29,7 +29,7 @@ import torch
 # Release hyper-parameters recommended for manifests/release_v1.yaml (see the grid planners' report).
 RELEASE_CONFIGS: dict[str, dict] = {
     "VIN": dict(k=40, value_norm=True, gamma=0.9, wall_mask=True),
-    "SymVIN": dict(k=40, value_norm=True, gamma=0.9, wall_mask=True),
+    "SymVIN": dict(k=40, complete_basis=True, value_norm=True, gamma=0.9, wall_mask=True),
     "DE-VIN": dict(gamma=0.9, wall_mask=True),
     "DE-SymVIN": dict(gamma=0.9, wall_mask=True),
 }

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, JsonOpt, ManifestOpt, console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,6 +22,7 @@ from diffplan.envs import (
 from diffplan.envs.datasets import SETTINGS
 from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
+from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, JsonOpt, ManifestOpt, console
 
 app = typer.Typer(help="Generate the maze data sets and describe data-set files.", no_args_is_help=True)
 

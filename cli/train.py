@@ -30,9 +30,15 @@ def _results_table(results: list[TrainResult]) -> Table:
         colour = {"pass": "green", "fail": "red"}.get(verdict, "yellow")
         status = r.status if r.status == "skipped" else f"[{colour}]{verdict}[/]"
         epochs = f"{r.epochs_run} ({r.best_epoch})" if r.epochs_run else "-"
-        table.add_row(r.name, status, f"{_percent(r.test.get('accuracy'))} (> {100 * r.target:.0f}%)",
-                      _percent(r.test.get("success")), _percent(r.test.get("optimality")), epochs,
-                      f"{r.seconds / 60:.1f} min" if r.seconds else "-")
+        table.add_row(
+            r.name,
+            status,
+            f"{_percent(r.test.get('accuracy'))} (> {100 * r.target:.0f}%)",
+            _percent(r.test.get("success")),
+            _percent(r.test.get("optimality")),
+            epochs,
+            f"{r.seconds / 60:.1f} min" if r.seconds else "-",
+        )
     return table
 
 

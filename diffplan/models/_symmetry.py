@@ -95,7 +95,7 @@ class SteerableFilter(nn.Module):
         conv = enn.R2Conv(in_type, out_type, kernel_size, padding=kernel_size // 2, bias=bias)
         self.kernel_size = kernel_size
         self.in_size, self.out_size = in_type.size, out_type.size
-        self.basis = conv._basisexpansion  # escnn has no public accessor for the basis
+        self.basis = conv.basisexpansion
         for module in self.basis.modules():  # basis samples: constants rebuilt by the constructor
             for name, buf in list(module._buffers.items()):
                 if buf is not None:
@@ -121,16 +121,21 @@ def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
 
     escnn samples its steerable basis from band-limited angular harmonics on a few rings; on a 3x3 grid
     that spans 48 of the 72 dimensions of the exactly equivariant filters, and misses the single-pixel
-    shifts. Sampling on every ring of the grid with a high frequency cutoff spans them all (with
-    redundant elements), and an SVD keeps an orthonormal basis of that span.
+    shifts. Sampling on every ring of the grid up to angular frequency 4 (a ring of a square grid has at
+    most 8 pixels) spans them all, with redundant elements; an SVD keeps an orthonormal basis of the span.
+    Only for groups that map the pixel grid to itself (c4, d4), where d = G * k * k exactly.
     """
     gspace = get_gspace(group)
+    if gspace.rotations_order != 4:
+        raise BadInputError(
+            f"a complete filter basis needs a group of 90-degree rotations (c4, d4), not {group!r}."
+        )
     regular = enn.FieldType(gspace, [gspace.regular_repr])
     half = kernel_size // 2
     rings = sorted({math.hypot(y, x) for y in range(half + 1) for x in range(half + 1)})
     conv = enn.R2Conv(
         regular, regular, kernel_size, padding=half, bias=False, rings=rings,
-        frequencies_cutoff=lambda r: 2 * kernel_size * kernel_size, initialize=False,
+        frequencies_cutoff=lambda r: 4, initialize=False,
     )  # fmt: skip
     columns = []
     with torch.no_grad():
@@ -139,8 +144,10 @@ def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
             conv.weights[i] = 1.0
             columns.append(conv.expand_parameters()[0].double().flatten())
     u, sv, _ = torch.linalg.svd(torch.stack(columns, dim=1), full_matrices=False)
-    rank = int((sv > sv[0] * 1e-6).sum())
     size = group_size(gspace)
+    rank = size * kernel_size * kernel_size  # dim of Hom_G(regular, regular x pixels) = |pixels| * G
+    if int((sv > sv[0] * 1e-4).sum()) != rank:  # pragma: no cover - escnn changed its basis
+        raise RuntimeError(f"escnn's sampled basis does not span the {rank} equivariant filters of {group}.")
     return u[:, :rank].T.reshape(rank, size, size, kernel_size, kernel_size).float().contiguous()
 
 

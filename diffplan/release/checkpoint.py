@@ -34,8 +34,15 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_release_checkpoint(path: str | Path, model: nn.Module, *, name: str, algorithm: str,
-                            model_config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+def save_release_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    name: str,
+    algorithm: str,
+    model_config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write ``model``'s weights and config atomically. ``extra`` holds plain data only (flags, data kind)."""
     was_training = model.training
     model.eval()
@@ -66,9 +73,13 @@ def read_release_checkpoint(path: str | Path) -> dict[str, Any]:
             f"release checkpoint and will not be loaded (unpickling can run code)."
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupted or truncated ({str(err).splitlines()[0]}); re-download it.") from err
+        raise CheckpointError(
+            f"{path} is corrupted or truncated ({str(err).splitlines()[0]}); re-download it."
+        ) from err
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a diffplan release checkpoint (no '{CHECKPOINT_FORMAT}' marker).")
+        raise CheckpointError(
+            f"{path} is not a diffplan release checkpoint (no '{CHECKPOINT_FORMAT}' marker)."
+        )
     return record
 
 
@@ -86,8 +97,9 @@ def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint")
     except RuntimeError as err:
         detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])[:300]
         raise CheckpointError(
-            f"{source}: its weights do not match the planner built from its config ({detail}); the checkpoint was "
-            f"made by another version of the planner: retrain it or use the matching diffplan version."
+            f"{source}: its weights do not match the planner built from its config ({detail}); "
+            f"the checkpoint was made by another version of the planner: retrain it or use the "
+            f"matching diffplan version."
         ) from err
     return model
 

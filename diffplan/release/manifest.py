@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from diffplan.errors import ManifestError, ModelNotFoundError
 
@@ -127,7 +135,9 @@ class Manifest(_Strict):
         for dataset in self.datasets.values():
             if dataset.path == spec.data:
                 return dataset
-        raise ManifestError(f"{self.path}: model {spec.name!r} uses data {spec.data}, which no data set lists.")
+        raise ManifestError(
+            f"{self.path}: model {spec.name!r} uses data {spec.data}, which no data set lists."
+        )
 
 
 def _format_validation_error(err: ValidationError, where: str) -> str:
@@ -146,7 +156,8 @@ def _check_model_args(spec: ModelSpec, where: str) -> None:
     expected_kind = TASK_KIND[spec.task]
     if entry.task != expected_kind:
         raise ManifestError(
-            f"{where}: field 'task': {spec.algorithm} is a {entry.task} planner, but the entry says {spec.task}."
+            f"{where}: field 'task': {spec.algorithm} is a {entry.task} planner, "
+            f"but the entry says {spec.task}."
         )
     params = inspect.signature(entry.builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -161,10 +172,14 @@ def _check_model_args(spec: ModelSpec, where: str) -> None:
 def parse_manifest(data: Any, path: Path) -> Manifest:
     """Validate already-parsed YAML ``data`` read from ``path``."""
     if not isinstance(data, dict):
-        raise ManifestError(f"{path}: expected a mapping with 'datasets' and 'models', got {type(data).__name__}.")
+        raise ManifestError(
+            f"{path}: expected a mapping with 'datasets' and 'models', got {type(data).__name__}."
+        )
     unknown = sorted(set(data) - {"version", "defaults", "datasets", "models"})
     if unknown:
-        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; allowed: version, defaults, datasets, models.")
+        raise ManifestError(
+            f"{path}: unknown top-level key {unknown[0]!r}; allowed: version, defaults, datasets, models."
+        )
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ManifestError(f"{path}: 'defaults' must be a mapping of entry fields.")
@@ -203,10 +218,14 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
             raise ManifestError(f"{where}: field 'data': {spec.data} is not one of the manifest's data sets.")
         dataset = next(d for d in datasets.values() if d.path == spec.data)
         if dataset.kind != spec.kind:
-            raise ManifestError(f"{where}: field 'data': {spec.data} is a {dataset.kind} data set; {spec.task} needs {spec.kind}.")
+            raise ManifestError(
+                f"{where}: field 'data': {spec.data} is a {dataset.kind} data set; "
+                f"{spec.task} needs {spec.kind}."
+            )
         if spec.cont_action != dataset.cont_action:
             raise ManifestError(
-                f"{where}: field 'cont_action': the entry says {spec.cont_action}, its data set {spec.data} says "
+                f"{where}: field 'cont_action': the entry says {spec.cont_action}, "
+                f"its data set {spec.data} says "
                 f"{dataset.cont_action}; make them agree."
             )
         models.append(spec)
@@ -217,9 +236,13 @@ def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest file; raises ``ManifestError`` naming file, entry and field."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist; pass --manifest with the path of a release manifest.")
+        raise ManifestError(
+            f"manifest {path} does not exist; pass --manifest with the path of a release manifest."
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ManifestError(f"{path}: not readable YAML ({err.__class__.__name__}: {str(err).splitlines()[0]}).") from err
+        raise ManifestError(
+            f"{path}: not readable YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})."
+        ) from err
     return parse_manifest(data, path)

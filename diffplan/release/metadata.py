@@ -17,9 +17,24 @@ import torch
 from diffplan._atomic import atomic_write_text
 from diffplan.errors import CheckpointError
 
-REQUIRED_KEYS = ("model_name", "algorithm", "environment", "training_data", "training_config", "performance",
-                 "model_stats", "created_date", "notes")
-REQUIRED_PERFORMANCE = ("test_accuracy", "validation_accuracy", "final_loss", "test_success", "test_optimality")
+REQUIRED_KEYS = (
+    "model_name",
+    "algorithm",
+    "environment",
+    "training_data",
+    "training_config",
+    "performance",
+    "model_stats",
+    "created_date",
+    "notes",
+)
+REQUIRED_PERFORMANCE = (
+    "test_accuracy",
+    "validation_accuracy",
+    "final_loss",
+    "test_success",
+    "test_optimality",
+)
 REQUIRED_STATS = ("total_parameters", "file_size_mb", "training_time_hours", "checkpoint_sha256")
 _LIBRARIES = ("diffplan", "torch", "pytorch-lightning", "escnn", "torch-geometric", "numpy")
 
@@ -37,8 +52,11 @@ def library_versions() -> dict[str, str]:
 
 def hardware() -> dict[str, Any]:
     """The machine a measurement ran on."""
-    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.machine(),
-                            "cpu_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -22,14 +22,20 @@ def _ragged_take(ptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor
     """
     starts, counts = ptr[indices], ptr[indices + 1] - ptr[indices]
     first_out = torch.cumsum(counts, 0) - counts  # where each item starts in the output
-    positions = torch.arange(int(counts.sum()), dtype=torch.long) + torch.repeat_interleave(starts - first_out, counts)
+    positions = torch.arange(int(counts.sum()), dtype=torch.long) + torch.repeat_interleave(
+        starts - first_out, counts
+    )
     return positions, counts
 
 
 def grid_batch(split: GridSplit, indices: torch.Tensor) -> dict[str, torch.Tensor]:
     """The maps ``indices`` of a grid split."""
-    return {"maze": split.maze[indices], "goal": split.goal[indices], "optimal": split.optimal[indices],
-            "dist": split.dist[indices]}
+    return {
+        "maze": split.maze[indices],
+        "goal": split.goal[indices],
+        "optimal": split.optimal[indices],
+        "dist": split.dist[indices],
+    }
 
 
 def graph_batch(split: GraphSplit, indices: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,13 +68,17 @@ def graph_batch(split: GraphSplit, indices: torch.Tensor) -> dict[str, torch.Ten
     }
 
 
-def make_batch(split: GridSplit | GraphSplit, indices: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+def make_batch(
+    split: GridSplit | GraphSplit, indices: Sequence[int] | torch.Tensor
+) -> dict[str, torch.Tensor]:
     """A batch of either kind of split."""
     indices = torch.as_tensor(indices, dtype=torch.long)
     return graph_batch(split, indices) if isinstance(split, GraphSplit) else grid_batch(split, indices)
 
 
-def iterate_batches(split: GridSplit | GraphSplit, batch_size: int, limit: int | None = None) -> Iterator[dict]:
+def iterate_batches(
+    split: GridSplit | GraphSplit, batch_size: int, limit: int | None = None
+) -> Iterator[dict]:
     """Consecutive batches over the first ``limit`` items (all by default), in order."""
     total = len(split) if limit is None else min(limit, len(split))
     for start in range(0, total, batch_size):

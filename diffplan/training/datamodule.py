@@ -19,8 +19,14 @@ class PlannerDataModule(pl.LightningDataModule):
     ``limit`` caps every split (for smoke tests).
     """
 
-    def __init__(self, path: str | Path, batch_size: int = 32, seed: int = 42, limit: int | None = None,
-                 trust_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int = 32,
+        seed: int = 42,
+        limit: int | None = None,
+        trust_pickle: bool = False,
+    ) -> None:
         super().__init__()
         self.path, self.batch_size, self.seed, self.limit = Path(path), batch_size, seed, limit
         self.trust_pickle = trust_pickle
@@ -28,7 +34,8 @@ class PlannerDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",)}.get(
-            stage or "", ("train", "valid", "test"))
+            stage or "", ("train", "valid", "test")
+        )
         for split in wanted:
             if split not in self.splits:
                 self.splits[split] = load_split(self.path, split, trust_pickle=self.trust_pickle)
@@ -37,8 +44,13 @@ class PlannerDataModule(pl.LightningDataModule):
         data = self.splits[split]
         size = len(data) if self.limit is None else min(self.limit, len(data))
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(range(size), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=lambda indices: make_batch(data, indices))
+        return DataLoader(
+            range(size),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=lambda indices: make_batch(data, indices),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -13,8 +13,16 @@ from diffplan.training.module import batch_metrics, plan, scored_logits
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: GridSplit | GraphSplit, *, kind: str, cont_action: bool = False,
-             has_obstacle: bool = True, batch_size: int = 64, limit: int | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    split: GridSplit | GraphSplit,
+    *,
+    kind: str,
+    cont_action: bool = False,
+    has_obstacle: bool = True,
+    batch_size: int = 64,
+    limit: int | None = None,
+) -> dict[str, float]:
     """Mean over maps of the per-map metrics of DESIGN section 5, plus the mean loss and ``maps``.
 
     ``kind`` is ``grid`` or ``graph``; ``limit`` scores only the first maps of the split.

@@ -43,12 +43,16 @@ def next_cells(maze: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     inside = (new_rows >= 0) & (new_rows < height) & (new_cols >= 0) & (new_cols < width)
     new_rows, new_cols = new_rows.clamp(0, height - 1), new_cols.clamp(0, width - 1)
     flat_target = new_rows * width + new_cols
-    target_free = maze.reshape(batch, -1).gather(1, flat_target.reshape(batch, -1)).reshape(batch, height, width) > 0.5
+    target_free = (
+        maze.reshape(batch, -1).gather(1, flat_target.reshape(batch, -1)).reshape(batch, height, width) > 0.5
+    )
     here = rows * width + cols
     return torch.where(inside & target_free, flat_target, here).reshape(batch, -1)
 
 
-def rollout(maze: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rollout(
+    maze: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Follow the policy from every cell at once.
 
     Shapes: maze (B, H, W); goal (B, 1, H, W) one-hot; actions (B, H, W).

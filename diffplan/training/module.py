@@ -53,8 +53,13 @@ def batch_metrics(
 ) -> dict[str, torch.Tensor]:
     """Per-map metrics (DESIGN section 5) of one batch. Each value has shape (B,)."""
     return score_logits(
-        batch["maze"], batch["goal"], batch["dist"], batch["optimal"], grid_output(output, batch, kind).detach(),
-        continuous=continuous, has_obstacle=has_obstacle,
+        batch["maze"],
+        batch["goal"],
+        batch["dist"],
+        batch["optimal"],
+        grid_output(output, batch, kind).detach(),
+        continuous=continuous,
+        has_obstacle=has_obstacle,
     )
 
 
@@ -121,6 +126,11 @@ class PlannerModule(pl.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp.epochs)
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         if hp.scheduler == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/accuracy"}}
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=0.5, patience=3
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/accuracy"},
+            }
         return optimizer

@@ -28,7 +28,9 @@ def _train_one(name: str, manifest_path: str, options: TrainOptions) -> TrainRes
         return TrainResult(name, "failed", spec.target.minimum, message=str(err))
 
 
-def train_in_parallel(specs: list[ModelSpec], manifest: Manifest, options: TrainOptions, jobs: int) -> list[TrainResult]:
+def train_in_parallel(
+    specs: list[ModelSpec], manifest: Manifest, options: TrainOptions, jobs: int
+) -> list[TrainResult]:
     """Train ``specs`` with at most ``jobs`` processes; on GPUs, job i gets GPU i mod count."""
     gpus = torch.cuda.device_count() if options.accelerator in ("auto", "gpu", "cuda") else 0
     context = multiprocessing.get_context("spawn")

@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +54,11 @@ class ReleasePaths:
     @classmethod
     def of(cls, spec: ModelSpec, release_root: Path) -> ReleasePaths:
         folder = Path(release_root) / spec.folder
-        return cls(folder / f"{spec.name}.ckpt", folder / f"{spec.name}_info.json",
-                   folder / "configs" / f"{spec.name}_config.yaml")
+        return cls(
+            folder / f"{spec.name}.ckpt",
+            folder / f"{spec.name}_info.json",
+            folder / "configs" / f"{spec.name}_config.yaml",
+        )
 
     def exist(self) -> bool:
         return self.checkpoint.is_file() and self.info.is_file() and self.config.is_file()
@@ -118,8 +120,10 @@ def run_lock(run_dir: Path, name: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
-            raise TrainingError(f"{name} is already being trained by another process (lock {run_dir / '.lock'}); "
-                                f"wait for it to finish.") from err
+            raise TrainingError(
+                f"{name} is already being trained by another process (lock {run_dir / '.lock'}); "
+                f"wait for it to finish."
+            ) from err
         handle.write(str(os.getpid()))
         handle.flush()
         yield
@@ -141,16 +145,29 @@ def _loggers(spec: ModelSpec, run_dir: Path, use_wandb: bool) -> list:
         from pytorch_lightning.loggers import WandbLogger
 
         online = os.environ.get("WANDB_MODE", "offline") == "online"
-        loggers.append(WandbLogger(project="diffplan", name=spec.name, save_dir=str(run_dir),
-                                   offline=not online, config=spec.resolved()))
+        loggers.append(
+            WandbLogger(
+                project="diffplan",
+                name=spec.name,
+                save_dir=str(run_dir),
+                offline=not online,
+                config=spec.resolved(),
+            )
+        )
     return loggers
 
 
 def _module_for(spec: ModelSpec, dataset_has_obstacle: bool) -> PlannerModule:
     return PlannerModule(
-        algorithm=spec.algorithm, model_args=spec.model_args(), cont_action=spec.cont_action,
-        has_obstacle=dataset_has_obstacle, optimizer=spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay,
-        scheduler=spec.scheduler, epochs=spec.epochs,
+        algorithm=spec.algorithm,
+        model_args=spec.model_args(),
+        cont_action=spec.cont_action,
+        has_obstacle=dataset_has_obstacle,
+        optimizer=spec.optimizer,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        scheduler=spec.scheduler,
+        epochs=spec.epochs,
     )
 
 
@@ -159,20 +176,28 @@ def _prepare_run_dir(spec: ModelSpec, run_dir: Path, options: TrainOptions) -> P
     last = run_dir / "last.ckpt"
     if options.resume:
         if not last.is_file():
-            raise TrainingError(f"nothing to resume for {spec.name}: {last} does not exist; run without --resume.")
+            raise TrainingError(
+                f"nothing to resume for {spec.name}: {last} does not exist; run without --resume."
+            )
         return last
     if last.is_file() or (run_dir / "best.ckpt").is_file():
         if not options.force:
-            raise TrainingError(f"{spec.name} has an unfinished or earlier run in {run_dir}; pass --resume to "
-                                f"continue it or --force to start again.")
+            raise TrainingError(
+                f"{spec.name} has an unfinished or earlier run in {run_dir}; pass --resume to "
+                f"continue it or --force to start again."
+            )
         for stale in ("last.ckpt", "best.ckpt", "logs"):
             target = run_dir / stale
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     return None
 
 
-def train_model(spec: ModelSpec, manifest: Manifest, options: TrainOptions | None = None,
-                report: Callable[[EpochReport], None] | None = None) -> TrainResult:
+def train_model(
+    spec: ModelSpec,
+    manifest: Manifest,
+    options: TrainOptions | None = None,
+    report: Callable[[EpochReport], None] | None = None,
+) -> TrainResult:
     """Train one entry and write its release files; skips an up-to-date model unless forced."""
     options = options or TrainOptions()
     target = spec.target.minimum
@@ -180,39 +205,67 @@ def train_model(spec: ModelSpec, manifest: Manifest, options: TrainOptions | Non
         return TrainResult(spec.name, "skipped", target, message="release files match the entry")
     dataset = manifest.dataset_for(spec)
     if not Path(spec.data).is_file():
-        raise DataFileError(f"data set {spec.data} for {spec.name} does not exist; make it with "
-                            f"`diffplan data generate --manifest {manifest.path}`.")
+        raise DataFileError(
+            f"data set {spec.data} for {spec.name} does not exist; make it with "
+            f"`diffplan data generate --manifest {manifest.path}`."
+        )
     run_dir = Path(options.run_root) / spec.name
     with run_lock(run_dir, spec.name):
         resume_from = _prepare_run_dir(spec, run_dir, options)
         pl.seed_everything(spec.seed, workers=True, verbose=False)
-        data = PlannerDataModule(spec.data, batch_size=spec.batch_size, seed=spec.seed, limit=options.limit_maps,
-                                 trust_pickle=options.trust_pickle)
+        data = PlannerDataModule(
+            spec.data,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            limit=options.limit_maps,
+            trust_pickle=options.trust_pickle,
+        )
         module = _module_for(spec, dataset.has_obstacle)
-        best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
-                               save_top_k=1, enable_version_counter=False)
+        best = ModelCheckpoint(
+            dirpath=run_dir,
+            filename="best",
+            monitor=MONITOR,
+            mode="max",
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
         wall_clock = WallClock()
         callbacks: list = [best, NanGuard(), wall_clock]
         if report is not None:
             callbacks.append(EpochReportCallback(spec.name, report))
         if spec.early_stopping_patience:
-            callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=spec.early_stopping_patience))
+            callbacks.append(
+                EarlyStopping(monitor=MONITOR, mode="max", patience=spec.early_stopping_patience)
+            )
         trainer = pl.Trainer(
             max_epochs=options.max_epochs or spec.epochs,
             max_time={"minutes": spec.max_minutes} if spec.max_minutes else None,
-            accelerator=options.accelerator, devices=options.devices, num_nodes=options.num_nodes,
-            strategy=options.strategy, gradient_clip_val=spec.gradient_clip, callbacks=callbacks,
-            logger=_loggers(spec, run_dir, options.wandb), plugins=[_AtomicCheckpointIO()],
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            deterministic=False, default_root_dir=str(run_dir),
+            accelerator=options.accelerator,
+            devices=options.devices,
+            num_nodes=options.num_nodes,
+            strategy=options.strategy,
+            gradient_clip_val=spec.gradient_clip,
+            callbacks=callbacks,
+            logger=_loggers(spec, run_dir, options.wandb),
+            plugins=[_AtomicCheckpointIO()],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            deterministic=False,
+            default_root_dir=str(run_dir),
         )
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         except SystemExit as stop:  # Lightning turns Ctrl-C into SystemExit after saving state
-            raise TrainingInterrupted(f"training of {spec.name} was interrupted; run the same command with "
-                                      f"--resume to continue from its last finished epoch.") from stop
+            raise TrainingInterrupted(
+                f"training of {spec.name} was interrupted; run the same command with "
+                f"--resume to continue from its last finished epoch."
+            ) from stop
         if trainer.interrupted:
-            raise TrainingInterrupted(f"training of {spec.name} was interrupted; run the same command with --resume.")
+            raise TrainingInterrupted(
+                f"training of {spec.name} was interrupted; run the same command with --resume."
+            )
         if not best.best_model_path:
             raise TrainingError(f"{spec.name} finished no epoch, so there is no checkpoint to release.")
         return _write_release(spec, manifest, options, data, best, wall_clock.seconds, trainer)
@@ -224,8 +277,15 @@ def _epoch_of(path: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
-def _write_release(spec: ModelSpec, manifest: Manifest, options: TrainOptions, data: PlannerDataModule,
-                   best: ModelCheckpoint, seconds: float, trainer: pl.Trainer) -> TrainResult:
+def _write_release(
+    spec: ModelSpec,
+    manifest: Manifest,
+    options: TrainOptions,
+    data: PlannerDataModule,
+    best: ModelCheckpoint,
+    seconds: float,
+    trainer: pl.Trainer,
+) -> TrainResult:
     dataset = manifest.dataset_for(spec)
     module = PlannerModule.load_from_checkpoint(best.best_model_path, map_location="cpu")
     model = module.model.eval()
@@ -233,19 +293,35 @@ def _write_release(spec: ModelSpec, manifest: Manifest, options: TrainOptions, d
     scores = {}
     for split in ("valid", "test"):
         loaded = data.splits.get(split) or load_split(spec.data, split, trust_pickle=options.trust_pickle)
-        scores[split] = evaluate(model, loaded, kind=kind, cont_action=spec.cont_action,
-                                 has_obstacle=dataset.has_obstacle, batch_size=64, limit=options.limit_maps)
+        scores[split] = evaluate(
+            model,
+            loaded,
+            kind=kind,
+            cont_action=spec.cont_action,
+            has_obstacle=dataset.has_obstacle,
+            batch_size=64,
+            limit=options.limit_maps,
+        )
     paths = ReleasePaths.of(spec, options.release_root)
     paths.config.parent.mkdir(parents=True, exist_ok=True)
-    save_release_checkpoint(paths.checkpoint, model, name=spec.name, algorithm=spec.algorithm,
-                            model_config=spec.model_args(),
-                            extra={"kind": kind, "cont_action": spec.cont_action, "has_obstacle": dataset.has_obstacle})
+    save_release_checkpoint(
+        paths.checkpoint,
+        model,
+        name=spec.name,
+        algorithm=spec.algorithm,
+        model_config=spec.model_args(),
+        extra={"kind": kind, "cont_action": spec.cont_action, "has_obstacle": dataset.has_obstacle},
+    )
     final_loss = trainer.callback_metrics.get(f"train/{LOSS}")
     test, valid = scores["test"], scores["valid"]
     performance = {
-        "test_accuracy": test[ACCURACY], "test_success": test[SUCCESS], "test_optimality": test[OPTIMALITY],
-        "test_loss": test[LOSS], "test_maps": test["maps"],
-        "validation_accuracy": valid[ACCURACY], "validation_success": valid[SUCCESS],
+        "test_accuracy": test[ACCURACY],
+        "test_success": test[SUCCESS],
+        "test_optimality": test[OPTIMALITY],
+        "test_loss": test[LOSS],
+        "test_maps": test["maps"],
+        "validation_accuracy": valid[ACCURACY],
+        "validation_success": valid[SUCCESS],
         "validation_optimality": valid[OPTIMALITY],
         "final_loss": None if final_loss is None else float(final_loss),
     }
@@ -256,25 +332,42 @@ def _write_release(spec: ModelSpec, manifest: Manifest, options: TrainOptions, d
     info = {
         "model_name": spec.name,
         "algorithm": spec.algorithm,
-        "environment": {"task": spec.task, "maze_size": dataset.maze_size, "mechanism": "4abs-cc",
-                        "has_obstacle": dataset.has_obstacle, "cont_action": spec.cont_action,
-                        "group": spec.group, "no_equiv_policy": spec.no_equiv_policy},
-        "training_data": {"path": str(spec.data), "fingerprint": file_fingerprint(spec.data),
-                          "train_size": len(data.splits["train"]), "valid_size": len(data.splits["valid"]),
-                          "limit_maps": options.limit_maps},
+        "environment": {
+            "task": spec.task,
+            "maze_size": dataset.maze_size,
+            "mechanism": "4abs-cc",
+            "has_obstacle": dataset.has_obstacle,
+            "cont_action": spec.cont_action,
+            "group": spec.group,
+            "no_equiv_policy": spec.no_equiv_policy,
+        },
+        "training_data": {
+            "path": str(spec.data),
+            "fingerprint": file_fingerprint(spec.data),
+            "train_size": len(data.splits["train"]),
+            "valid_size": len(data.splits["valid"]),
+            "limit_maps": options.limit_maps,
+        },
         "training_config": spec.resolved(),
         "performance": performance,
-        "target": {"metric": spec.target.metric, "minimum": spec.target.minimum,
-                   "passed": performance[f"test_{spec.target.metric}"] > spec.target.minimum},
+        "target": {
+            "metric": spec.target.metric,
+            "minimum": spec.target.minimum,
+            "passed": performance[f"test_{spec.target.metric}"] > spec.target.minimum,
+        },
         "model_stats": {
             "total_parameters": sum(p.numel() for p in model.parameters()),
             "file_size_mb": paths.checkpoint.stat().st_size / 1e6,
             "training_time_hours": seconds / 3600.0,
             "checkpoint_sha256": sha256_file(paths.checkpoint),
         },
-        "training_run": {"epochs_run": epochs_run, "best_epoch": _epoch_of(best.best_model_path),
-                         "max_epochs": trainer.max_epochs, "monitor": MONITOR,
-                         "best_validation_accuracy": float(best.best_model_score)},
+        "training_run": {
+            "epochs_run": epochs_run,
+            "best_epoch": _epoch_of(best.best_model_path),
+            "max_epochs": trainer.max_epochs,
+            "monitor": MONITOR,
+            "best_validation_accuracy": float(best.best_model_score),
+        },
         "hardware": hardware(),
         "library_versions": library_versions(),
         "created_date": now_iso(),
@@ -282,7 +375,12 @@ def _write_release(spec: ModelSpec, manifest: Manifest, options: TrainOptions, d
     }
     write_info(paths.info, info)
     atomic_write_text(paths.config, yaml.safe_dump(spec.resolved(), sort_keys=False))
-    return TrainResult(spec.name, "trained", spec.target.minimum, test=test, epochs_run=epochs_run,
-                       best_epoch=info["training_run"]["best_epoch"], seconds=seconds)
-
-
+    return TrainResult(
+        spec.name,
+        "trained",
+        spec.target.minimum,
+        test=test,
+        epochs_run=epochs_run,
+        best_epoch=info["training_run"]["best_epoch"],
+        seconds=seconds,
+    )

@@ -10,9 +10,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from diffplan_cli.app import app  # noqa: E402
 from torch_geometric.data import Data  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
+
+from diffplan_cli.app import app  # noqa: E402
 
 SMALL = ["--train-size", "12", "--valid-size", "4", "--test-size", "4"]
 runner = CliRunner()

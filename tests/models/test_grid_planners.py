@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
 from diffplan.errors import BadInputError
 from diffplan.models import create_model, get_model_entry, list_models
+from diffplan.models._symmetry import CompleteRegularFilter, get_gspace, group_size
 from diffplan.models.grid._vi_step import VIStep, _MaxOverFields, kernel_matrix, neighbourhoods
 
 GRID = list_models(task="grid")
@@ -114,7 +115,9 @@ def test_parameter_counts_at_release_size(capsys):
     with capsys.disabled():
         print("\nparameters at release size (l_h=150, l_q=40, f=3, d4):", counts)
     assert counts["VIN"] == counts["DE-VIN"] == 3880  # published VIN
-    assert counts["SymVIN"] == counts["DE-SymVIN"] == 4900  # published SymVIN with equivariant head
+    assert counts["SymVIN"] == 4900  # published SymVIN with equivariant head
+    assert counts["DE-SymVIN"] == 4900 - 1920 + 2880  # value kernel on the complete basis (72 vs 48)
+    assert sum(p.numel() for p in create_model("DE-SymVIN", complete_basis=False).parameters()) == 4900
 
 
 @pytest.mark.parametrize("name", GRID)
@@ -139,19 +142,21 @@ TRANSFORMS = {
     "flip_ud": (lambda x: torch.flip(x, dims=(-2,)), FLIP_UD_ACTION_PERM),
 }
 CASES = [
-    (name, group, t)
+    (name, group, t, complete)
     for name in SYMMETRIC
     for group in ("d4", "c4", "d8")
     for t in (["rot90"] if group[0] == "c" else list(TRANSFORMS))
-    if name == "SymVIN" or group == "d4"
+    for complete in (False, True)
+    if (name == "SymVIN" or group == "d4") and not (complete and group == "d8")
 ]
 
 
-@pytest.mark.parametrize(("name", "group", "transform"), CASES)
-def test_equivariance(name, group, transform):
+@pytest.mark.parametrize(("name", "group", "transform", "complete_basis"), CASES)
+def test_equivariance(name, group, transform, complete_basis):
     torch.manual_seed(0)
     extra = {"tol": 1e-6, "max_iter": 200} if get_model_entry(name).implicit else {}
-    model = create_model(name, **small_config(name, group=group, wall_mask=True, **extra)).eval()
+    config = small_config(name, group=group, complete_basis=complete_basis, wall_mask=True, **extra)
+    model = create_model(name, **config).eval()
     randomise_value_kernel(model)
     maze, goal = maze_batch(7, 6)  # non-square: a rotation also swaps H and W
     op, perm = TRANSFORMS[transform]
@@ -198,10 +203,23 @@ def test_vi_step_matches_convolution_and_gradcheck():
         return step.q(v)
 
     for mask in (None, free):
-        assert torch.autograd.gradcheck(lambda *x: unrolled(*x, mask), (v, q_r, kernel))
+        assert torch.autograd.gradcheck(lambda *x, mask=mask: unrolled(*x, mask), (v, q_r, kernel))
     assert torch.autograd.gradcheck(
         lambda v, q, k: _MaxOverFields.apply(v, q, k, f, {}), (v, q_r, kernel_matrix(kernel))
     )
+
+
+@pytest.mark.parametrize("group", ["d4", "c4"])
+def test_complete_basis_moves_a_value_one_cell_exactly(group):
+    """The band-limited escnn basis cannot express a one-cell shift; the complete basis can (gain 1)."""
+    size = group_size(get_gspace(group))
+    basis = CompleteRegularFilter(group, 1, 1, 3).basis  # (d, G_out, G_in, 3, 3)
+    assert basis.shape[0] == size * 9
+    rows = basis[:, 0].reshape(size * 9, -1).double()  # output channel 0: any of its G*9 entries is free
+    shift = torch.zeros(size, 3, 3, dtype=torch.float64)
+    shift[0, 0, 1] = 1.0  # take input channel 0 from the northern neighbour
+    coef = torch.linalg.lstsq(rows.T, shift.flatten()[:, None]).solution
+    torch.testing.assert_close(rows.T @ coef, shift.flatten()[:, None], atol=1e-5, rtol=0)
 
 
 def test_wall_mask_gives_walls_the_worst_free_value():
@@ -238,7 +256,11 @@ def test_implicit_gradient_matches_long_unrolled_iteration(deq, unrolled, backwa
     model = create_model(deq, **SMALL, gamma=gamma, wall_mask=True, backward_solver=backward_solver, **tight)
     model = model.double()
     randomise_value_kernel(model, std=1.0)
-    reference = create_model(unrolled, **SMALL, k=120, value_norm=True, gamma=gamma, wall_mask=True).double()
+    symmetric = {"complete_basis": True} if get_model_entry(unrolled).symmetric else {}
+    reference = create_model(
+        unrolled, **SMALL, k=120, value_norm=True, gamma=gamma, wall_mask=True, **symmetric
+    )
+    reference = reference.double()
     reference.load_state_dict(model.state_dict())
     maze, goal = (x.double() for x in maze_batch())
     target = torch.randint(0, 4, (2, 7, 7), generator=torch.Generator().manual_seed(1))
@@ -264,6 +286,7 @@ def test_jacobian_free_backward_runs():
     ("name", "config"),
     [
         ("SymVIN", {"group": "d5"}),
+        ("SymVIN", {"group": "d8", "complete_basis": True}),
         ("VIN", {"f": 4}),
         ("VIN", {"k": 0}),
         ("VIN", {"value_norm": True, "gamma": 1.5}),

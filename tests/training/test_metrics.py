@@ -90,8 +90,10 @@ def test_continuous_vectors_snap_to_the_neighbour_with_the_largest_cosine():
     vectors[0, :, 2, 2] = torch.tensor([-0.2, 1.0])
     metrics = score_logits(CORRIDOR, GOAL, DIST, OPTIMAL, vectors, continuous=True, has_obstacle=True)
     assert metrics[ACCURACY].item() == 1.0 and metrics[SUCCESS].item() == 1.0
-    expected = (torch.rad2deg(torch.atan2(torch.tensor(0.3), torch.tensor(1.0)))
-                + torch.rad2deg(torch.atan2(torch.tensor(0.2), torch.tensor(1.0)))) / 2
+    expected = (
+        torch.rad2deg(torch.atan2(torch.tensor(0.3), torch.tensor(1.0)))
+        + torch.rad2deg(torch.atan2(torch.tensor(0.2), torch.tensor(1.0)))
+    ) / 2
     assert torch.isclose(metrics[ANGLE_ERROR][0], expected, atol=1e-4)
 
 

@@ -64,8 +64,17 @@ def test_train_writes_release_files_that_reload_to_the_same_outputs(tmp_path, ti
         )
     # A second run with the same entry is skipped: the release files already match it.
     stamp = (folder / f"{name}.ckpt").stat().st_mtime_ns
-    again = cli("train", "--manifest", manifest, "--only", name, "--run-root", tmp_path / "runs",
-                "--release-root", tmp_path / "release")
+    again = cli(
+        "train",
+        "--manifest",
+        manifest,
+        "--only",
+        name,
+        "--run-root",
+        tmp_path / "runs",
+        "--release-root",
+        tmp_path / "release",
+    )
     assert again.exit_code == 0 and "skipped" in again.output
     assert (folder / f"{name}.ckpt").stat().st_mtime_ns == stamp
 

@@ -100,7 +100,9 @@ class _MaxOverFields(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, q_r: torch.Tensor, w: torch.Tensor, f: int, workspace: dict) -> torch.Tensor:
+    def forward(
+        ctx, v: torch.Tensor, q_r: torch.Tensor, w: torch.Tensor, f: int, workspace: dict
+    ) -> torch.Tensor:
         b, h, wd, g = v.shape
         # Reuse the step's buffers: allocating and freeing these large temporaries at every step
         # fragments the heap (glibc keeps the holes), which grew the resident memory by ~q's size a step.

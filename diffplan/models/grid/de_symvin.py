@@ -15,10 +15,14 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
     the fixed point exists; the published DE-SymVIN starts with values ~1e17). The solvers only combine
     the iterates linearly with coefficients computed from norms and inner products, which rotations and
     reflections preserve, so the fixed point keeps SymVIN's equivariance (up to the solver tolerance).
-    A DE-SymVIN's state dict loads into ``SymVIN(k=K, value_norm=True, gamma=gamma, ...)``.
+    A DE-SymVIN's state dict loads into ``SymVIN(k=K, value_norm=True, gamma=gamma, complete_basis=...)``.
+
+    ``complete_basis`` is on by default: under the contraction bound escnn's band-limited value kernels
+    pass on at most 55% of a neighbour's value per step (see :class:`SymVINLayers`), so far goals would
+    fade out of the fixed point. Parameters at release size: 5860 (4900 without the complete basis).
 
     Args:
-        l_h, l_q, f, group, no_equiv_policy, wall_mask: as for SymVIN.
+        l_h, l_q, f, group, no_equiv_policy, complete_basis, wall_mask: as for SymVIN.
         gamma, solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter: as for DE-VIN.
 
     Shapes:
@@ -34,6 +38,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         f: int = 3,
         group: str = "d4",
         no_equiv_policy: bool = False,
+        complete_basis: bool = True,
         gamma: float = 0.9,
         wall_mask: bool = False,
         solver: str = "anderson",
@@ -49,6 +54,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
             f=f,
             group=group,
             no_equiv_policy=no_equiv_policy,
+            complete_basis=complete_basis,
             value_norm=True,
             gamma=check_gamma(gamma, strict=True),
             wall_mask=wall_mask,
@@ -60,6 +66,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
             f=f,
             group=group,
             no_equiv_policy=no_equiv_policy,
+            complete_basis=complete_basis,
             gamma=gamma,
             wall_mask=wall_mask,
             solver=solver,

@@ -9,7 +9,13 @@ from torch import nn
 
 from diffplan.envs.actions import NUM_ACTIONS
 from diffplan.models._registry import register_model
-from diffplan.models._symmetry import SteerableFilter, action_field, get_gspace, group_size
+from diffplan.models._symmetry import (
+    CompleteRegularFilter,
+    SteerableFilter,
+    action_field,
+    get_gspace,
+    group_size,
+)
 from diffplan.models.grid._base import GridPlanner, VIStep, check_int, unrolled
 
 
@@ -26,7 +32,15 @@ class SymVINLayers(GridPlanner):
     as VIN's value kernel does, which keeps the initial values bounded (the published He initialisation
     of the whole q filter gave an initial loss of ~13). Filters are expanded from their escnn bases once
     per forward pass, and the reward part of q is computed once, not at every step.
-    Parameters at l_h = 150, l_q = 40, f = 3, d4: 750 + 150 + 2 * 1920 + 160 = 4900.
+    Parameters at l_h = 150, l_q = 40, f = 3, d4: 750 + 150 + 2 * 1920 + 160 = 4900 (published), or
+    750 + 150 + 1920 + 2880 + 160 = 5860 with ``complete_basis``.
+
+    ``complete_basis`` expands ``q_v`` on a basis of *all* equivariant f x f filters between regular
+    fields (72 coefficients per pair of fields for D4 and f = 3, :class:`CompleteRegularFilter`) instead
+    of escnn's band-limited basis (48). The band-limited filters cannot move a value exactly one cell:
+    under the l1 bound of ``value_norm`` (and of every DEQ) the best of them passes on at most 55% of a
+    neighbour's value per step (31% of a diagonal one), so values fade geometrically with the distance
+    to the goal and the planner stops seeing far goals. With the complete basis the bound costs nothing.
     """
 
     def __init__(
@@ -37,6 +51,7 @@ class SymVINLayers(GridPlanner):
         f: int,
         group: str,
         no_equiv_policy: bool,
+        complete_basis: bool,
         value_norm: bool,
         gamma: float,
         wall_mask: bool,
@@ -54,7 +69,10 @@ class SymVINLayers(GridPlanner):
         self.h = SteerableFilter(in_type, h_type, 3, bias=True)
         self.r = SteerableFilter(h_type, v_type, 1)
         self.q_r = SteerableFilter(v_type, q_type, f)
-        self.q_v = SteerableFilter(v_type, q_type, f, init="zeros")
+        if complete_basis:
+            self.q_v = CompleteRegularFilter(self.group, 1, l_q, f, init="zeros")
+        else:
+            self.q_v = SteerableFilter(v_type, q_type, f, init="zeros")
         if self.no_equiv_policy:
             self.policy = nn.Conv2d(q_type.size, NUM_ACTIONS, kernel_size=1, bias=False)
             self._action_channels = None
@@ -90,11 +108,15 @@ class SymVIN(SymVINLayers):
         f: size of the q kernel (odd).
         group: "d4" (default), "c4", "d8" or "c8" (see :mod:`diffplan.models._symmetry`).
         no_equiv_policy: plain 1x1 conv policy head instead of the equivariant one.
-        value_norm: bound the value kernel's l1 norm by ``gamma`` (see :mod:`diffplan.models.grid._base`).
-            On by default, unlike VIN: the published SymVIN's values grow geometrically with K (initial
-            loss ~13); with the bound they grow at most linearly, so the model starts and stays stable.
+        complete_basis: value kernel on the complete equivariant basis (c4/d4 only; see
+            :class:`SymVINLayers`); use it with ``value_norm``.
+        value_norm: bound the value kernel's l1 norm by ``gamma`` (see :mod:`diffplan.models.grid._base`):
+            values then grow at most linearly with K, not geometrically as the published SymVIN's can.
         gamma: the bound (discount) used when ``value_norm``; 1.0 = undiscounted.
         wall_mask: walls take the worst free-cell value after each step.
+
+    The defaults are the published computation (4900 parameters), except that the value kernel starts at
+    zero, so the initial loss is ~1.4 instead of ~13.
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W)
@@ -110,7 +132,8 @@ class SymVIN(SymVINLayers):
         f: int = 3,
         group: str = "d4",
         no_equiv_policy: bool = False,
-        value_norm: bool = True,
+        complete_basis: bool = False,
+        value_norm: bool = False,
         gamma: float = 1.0,
         wall_mask: bool = False,
     ) -> None:
@@ -120,6 +143,7 @@ class SymVIN(SymVINLayers):
             f=f,
             group=group,
             no_equiv_policy=no_equiv_policy,
+            complete_basis=complete_basis,
             value_norm=value_norm,
             gamma=gamma,
             wall_mask=wall_mask,
@@ -132,6 +156,7 @@ class SymVIN(SymVINLayers):
             f=f,
             group=group,
             no_equiv_policy=no_equiv_policy,
+            complete_basis=complete_basis,
             value_norm=value_norm,
             gamma=gamma,
             wall_mask=wall_mask,

@@ -37,8 +37,14 @@ class EpochReportCallback(pl.Callback):
         accuracy = _metric(trainer, "val/accuracy")
         if accuracy is not None:
             self.best = accuracy if self.best is None else max(self.best, accuracy)
-        self.report(EpochReport(
-            name=self.name, epoch=trainer.current_epoch + 1, max_epochs=trainer.max_epochs or 0,
-            train_loss=_metric(trainer, "train/loss"), val_accuracy=accuracy,
-            val_success=_metric(trainer, "val/success"), best_val_accuracy=self.best,
-        ))
+        self.report(
+            EpochReport(
+                name=self.name,
+                epoch=trainer.current_epoch + 1,
+                max_epochs=trainer.max_epochs or 0,
+                train_loss=_metric(trainer, "train/loss"),
+                val_accuracy=accuracy,
+                val_success=_metric(trainer, "val/success"),
+                best_val_accuracy=self.best,
+            )
+        )
