@@ -7,8 +7,9 @@ For each grid planner (release hyper-parameters below, l_h 150, l_q 40, batch 32
 release distribution) one training step is forward + set cross-entropy + backward + RMSprop step. Each
 planner runs in a fresh process, so "peak memory" is the growth of that process's maximum resident set
 size (``resource.getrusage(...).ru_maxrss``) from just before the first step to the end: the memory a
-training step needs beyond the model and the batch. DEQ planners are timed with tolerance 0, i.e. with
-all ``max_iter`` solver iterations forward and backward, which is what trained DEQ planners use.
+training step needs beyond the model and the batch. Besides wall-clock time the table gives the process
+CPU time of a step, which other load on a shared machine disturbs less. DEQ planners are timed with
+tolerance 0, i.e. with all ``max_iter`` solver iterations forward and backward, as trained ones use.
 ``--reference`` adds the published SymVIN computation (escnn modules called at every step, the q filter
 re-expanded and the reward re-convolved each step) for comparison on the same machine.
 """
@@ -115,9 +116,9 @@ def _measure(name: str, config: dict, steps: int, batch_size: int, threads: int,
     model = _published_symvin(config["k"]) if name == REFERENCE else create_model(name, **config)
     optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, stats = [], []
+    times, cpu_times, stats = [], [], []
     for i in range(steps + 2):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = model(maze, goal)
         loss = _set_loss(out.logits, optimal)
         optimiser.zero_grad()
@@ -125,6 +126,7 @@ def _measure(name: str, config: dict, steps: int, batch_size: int, threads: int,
         optimiser.step()
         if i >= 2:  # the first two steps warm up allocators and kernels
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
             stats.append(dict(out.stats))
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put(
@@ -134,6 +136,7 @@ def _measure(name: str, config: dict, steps: int, batch_size: int, threads: int,
             "parameters": sum(p.numel() for p in model.parameters()),
             "step_ms_median": 1000 * statistics.median(times),
             "step_ms_min": 1000 * min(times),
+            "step_cpu_ms_median": 1000 * statistics.median(cpu_times),
             "peak_rss_delta_mb": (rss_after - rss_before) / 1024,  # ru_maxrss is in KiB on Linux
             "stats_mean": {k: statistics.mean(s.get(k, float("nan")) for s in stats) for k in stats[0]},
             "threads": torch.get_num_threads(),
@@ -181,6 +184,7 @@ def _render(results: list[dict], batch_size: int) -> None:
         "params",
         "step median (ms)",
         "step min (ms)",
+        "CPU median (ms)",
         "peak RSS +MB",
         "DEQ iters f/b",
     ):
@@ -199,6 +203,7 @@ def _render(results: list[dict], batch_size: int) -> None:
             f"{r['parameters']:,}",
             f"{r['step_ms_median']:.0f}",
             f"{r['step_ms_min']:.0f}",
+            f"{r['step_cpu_ms_median']:.0f}",
             f"{r['peak_rss_delta_mb']:.0f}",
             iters,
         )
@@ -207,7 +212,9 @@ def _render(results: list[dict], batch_size: int) -> None:
         console = Console(width=150)
     console.print(table)
     console.print(
-        f"torch {torch.__version__}, {results[0]['threads']} thread(s); peak RSS = growth of ru_maxrss."
+        f"torch {torch.__version__}, {results[0]['threads']} thread(s). Step: wall clock; CPU: process CPU "
+        "time of a step (all threads; other load on a shared machine disturbs it less). "
+        "Peak RSS: growth of ru_maxrss."
     )
 
 
