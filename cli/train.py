@@ -65,6 +65,9 @@ def train(
     release_root: Annotated[Path, typer.Option(help="Folder of the release files.")] = Path(
         "pretrained_models"
     ),
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for torch (1 is fastest on a busy 2-core machine).")
+    ] = None,
     max_epochs: Annotated[
         int | None, typer.Option(min=1, help="Override every entry's epochs (quick trials).")
     ] = None,
@@ -98,6 +101,7 @@ def train(
         force=force,
         wandb=wandb,
         limit_maps=limit_maps,
+        threads=threads,
         max_epochs=max_epochs,
     )
     if jobs > 1 and len(selected) > 1:

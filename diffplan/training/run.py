@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -80,6 +81,7 @@ class TrainOptions:
     limit_maps: int | None = None  # cap every split (smoke tests)
     max_epochs: int | None = None  # override the entry's epochs (smoke tests)
     trust_pickle: bool = False
+    threads: int | None = None  # torch CPU threads; 1 avoids OpenMP spin-waits on a busy 2-core machine
 
 
 @dataclass
@@ -212,6 +214,8 @@ def train_model(
     run_dir = Path(options.run_root) / spec.name
     with run_lock(run_dir, spec.name):
         resume_from = _prepare_run_dir(spec, run_dir, options)
+        if options.threads:
+            torch.set_num_threads(options.threads)
         pl.seed_everything(spec.seed, workers=True, verbose=False)
         data = PlannerDataModule(
             spec.data,
@@ -272,8 +276,7 @@ def train_model(
 
 
 def _epoch_of(path: str) -> int:
-    import torch
-
+    # Our own run file (not a release artefact): Lightning checkpoints hold more than tensors.
     return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
