@@ -20,6 +20,7 @@ exact.
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import cache
 
@@ -95,7 +96,9 @@ class SteerableFilter(nn.Module):
         conv = enn.R2Conv(in_type, out_type, kernel_size, padding=kernel_size // 2, bias=bias)
         self.kernel_size = kernel_size
         self.in_size, self.out_size = in_type.size, out_type.size
-        self.basis = conv.basisexpansion
+        # escnn shares basis-expansion modules between convolutions of the same types: a private copy keeps
+        # one planner's .double() or .to(device) from converting another planner's basis.
+        self.basis = copy.deepcopy(conv.basisexpansion)
         for module in self.basis.modules():  # basis samples: constants rebuilt by the constructor
             for name, buf in list(module._buffers.items()):
                 if buf is not None:

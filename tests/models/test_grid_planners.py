@@ -305,3 +305,11 @@ def test_bad_input_shapes_are_refused():
     maze, goal = maze_batch()
     with pytest.raises(BadInputError, match="maze"):
         model(maze, goal[:1])
+
+
+def test_converting_one_symmetric_planner_leaves_another_untouched():
+    # escnn shares basis modules between equal convolutions; each planner must own its copy.
+    first = create_model("SymVIN", k=2, l_h=2, l_q=2)
+    second = create_model("SymVIN", k=2, l_h=2, l_q=2)
+    first.double()
+    assert {t.dtype for t in second.buffers()} | {p.dtype for p in second.parameters()} == {torch.float32}
