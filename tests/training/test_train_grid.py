@@ -143,3 +143,27 @@ def test_bad_manifests_and_unknown_names_exit_2(tmp_path, tiny_data):
     assert refused.exit_code == 2 and "field 'batch_size'" in refused.output
     missing = cli("train", "--manifest", tmp_path / "absent.yaml")
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_jobs_train_several_models_at_once_and_wandb_logs_offline(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    entries = [grid_entry("VIN_a", "VIN", tiny_data), grid_entry("VIN_b", "VIN", tiny_data, seed=8)]
+    manifest = tiny_manifest(tmp_path, tiny_data, entries)
+    result = cli(
+        "train",
+        "--manifest",
+        manifest,
+        "--jobs",
+        "2",
+        "--wandb",
+        "--threads",
+        "1",
+        "--run-root",
+        tmp_path / "runs",
+        "--release-root",
+        tmp_path / "release",
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("VIN_a", "VIN_b"):
+        assert (tmp_path / "release" / "grid" / f"{name}.ckpt").is_file()
+        assert list((tmp_path / "runs" / name / "wandb").glob("offline-run-*")), "no offline W&B run"
