@@ -29,7 +29,10 @@ import torch
 # Recommended release hyper-parameters (manifest entry name -> planner and constructor arguments).
 RELEASE_CONFIGS: dict[str, tuple[str, dict]] = {
     "MP-VIN_graph": ("MP-VIN", dict(k=30, l_h=16, l_q=8, mp_h=32, mp_q=16, readout_hidden=32)),
-    "Sym-MP-VIN_graph": ("Sym-MP-VIN", dict(k=30, l_h=4, l_q=4, mp_h=4, mp_q=4, readout_hidden=4, group="d4")),
+    "Sym-MP-VIN_graph": (
+        "Sym-MP-VIN",
+        dict(k=30, l_h=4, l_q=4, mp_h=4, mp_q=4, readout_hidden=4, group="d4"),
+    ),
     "GAT-VIN_graph": ("GAT-VIN", dict(k=30, l_h=16, l_q=8, heads=4, readout_hidden=32)),
     "GCN-VIN-v2_graph": ("GCN-VIN-v2", dict(k=30, l_h=16, l_q=8, relations=4, readout_hidden=32)),
     "MP-VIN_continuous": (
@@ -38,8 +41,17 @@ RELEASE_CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "Sym-MP-VIN_continuous": (
         "Sym-MP-VIN",
-        dict(k=30, l_h=4, l_q=4, mp_h=4, mp_q=4, readout_hidden=4, group="d4", cont_action=True,
-             no_equiv_policy=True),
+        dict(
+            k=30,
+            l_h=4,
+            l_q=4,
+            mp_h=4,
+            mp_q=4,
+            readout_hidden=4,
+            group="d4",
+            cont_action=True,
+            no_equiv_policy=True,
+        ),
     ),  # fmt: skip
 }
 TRAIN_GRAPHS = 10_000
@@ -71,7 +83,7 @@ def _batch(batch_size: int, size: int = 15) -> dict[str, torch.Tensor]:
         x[np.arange(batch_size) * cells + cells // 2, 2:] = (1, 0)
         edges = [
             (rr * size + cc, r * size + c)
-            for r, c in zip(rows, cols)
+            for r, c in zip(rows, cols, strict=True)
             for rr, cc in ((r - 1, c), (r, c - 1), (r + 1, c), (r, c + 1))
             if 0 <= rr < size and 0 <= cc < size
         ]
@@ -180,7 +192,8 @@ def _render(results: list[dict], batch_size: int) -> None:
     console.print(table)
     console.print(
         f"torch {torch.__version__}, {first['threads']} thread(s); epoch = median step x "
-        f"{math.ceil(TRAIN_GRAPHS / batch_size)} steps ({TRAIN_GRAPHS:,} graphs); peak RSS = growth of ru_maxrss."
+        f"{math.ceil(TRAIN_GRAPHS / batch_size)} steps ({TRAIN_GRAPHS:,} graphs); "
+        f"peak RSS = growth of ru_maxrss."
     )
 
 

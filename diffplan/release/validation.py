@@ -73,6 +73,10 @@ MAX_CHECKPOINT_MB = 10.0  # 10 * 10**6 bytes, the unit of metadata's file_size_m
 SCORE_TOLERANCE_POINTS = 0.5
 EQUIVARIANCE_TOLERANCE = 1e-4
 QUICK_START_TOLERANCE = 1e-3
+# Deep-equilibrium planners stop their solver on the whole batch's residual, so a batch of one and a
+# batch of eight reach slightly different fixed points (a few 1e-3 measured on DE-VIN_maze15); a wrongly
+# built input moves the outputs by order one.
+IMPLICIT_QUICK_START_TOLERANCE = 2e-2
 SAMPLE_MAPS = 8
 LATENCY_MAPS = 5
 RECORDED = ("accuracy", "success", "optimality")
@@ -663,9 +667,11 @@ class _ModelCheck:
         policy_gap = _relative(_policy(result.logits[None]) - expected, expected)
         values = torch.nan_to_num(reference.values[0], nan=0.0)
         value_gap = _relative(torch.nan_to_num(result.values, nan=0.0) - values, values)
-        # 1e-3 relative: room for fixed-point solvers that stop after different iteration counts on a
-        # batch of one and a batch of eight; a wrongly built input moves the outputs far more.
-        if not max(policy_gap, value_gap) <= QUICK_START_TOLERANCE:
+        from diffplan.models import get_model_entry
+
+        implicit = get_model_entry(self.spec.algorithm).implicit
+        tolerance = IMPLICIT_QUICK_START_TOLERANCE if implicit else QUICK_START_TOLERANCE
+        if not max(policy_gap, value_gap) <= tolerance:
             return FAIL, (
                 f"plan_maze on test map 0 disagrees with the planner on the data set's input (policy off by "
                 f"{policy_gap:.1e}, values by {value_gap:.1e}, relative): the quick start builds the "

@@ -94,9 +94,14 @@ class TestEveryGraphPlanner:
             loss = torch.nn.functional.cross_entropy(out.logits, torch.full((25,), 2))
         assert torch.isfinite(loss)
         loss.backward()
-        missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        missing = [
+            n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+        ]
         assert not missing, f"no (finite) gradient for {missing}"
-        print(f"{name} ({'continuous' if cont_action else 'discrete'}): {n_params(model)} parameters (test size)")
+        print(
+            f"{name} ({'continuous' if cont_action else 'discrete'}): "
+            f"{n_params(model)} parameters (test size)"
+        )
 
     def test_general_graph_and_missing_neighbours(self, name, cont_action):
         model = build(name, cont_action).eval()

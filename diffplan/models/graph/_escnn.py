@@ -59,12 +59,6 @@ class EqLinear(enn.Linear):
         super().__init__(in_type, out_type, bias=bias, recompute=True)
         for name in ("matrix", "expanded_bias"):
             self._buffers.pop(name, None)
-        import os
-        if os.environ.get("EQSCALE"):
-            self.weights.data *= float(os.environ["EQSCALE"])
-        if self.bias is not None and os.environ.get("EQBIAS"):
-            bound = 1 / in_type.size**0.5
-            nn.init.uniform_(self.bias, -bound, bound)
 
     def train(self, mode: bool = True) -> EqLinear:
         return nn.Module.train(self, mode)

@@ -78,7 +78,9 @@ class SplitMessagePassing(MessagePassing):
     def weights(self) -> LayerWeights:
         raise NotImplementedError
 
-    def prepare(self, geo: EdgeGeometry, f_static: Tensor, weights: LayerWeights | None = None) -> StepContext:
+    def prepare(
+        self, geo: EdgeGeometry, f_static: Tensor, weights: LayerWeights | None = None
+    ) -> StepContext:
         w = self.weights() if weights is None else weights
         g, s, d = self.geo_dim, self.static_dim, self.in_dim
         msg_pre = F.linear(geo.rel, w.msg_w[:, :g], w.msg_b)

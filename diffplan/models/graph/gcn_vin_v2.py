@@ -94,6 +94,8 @@ class GCNVINv2(nn.Module):
             q = self.q(torch.cat([r, v], dim=-1).repeat(rels, 1), copies, copy_weight)  # (rels * V, C)
             return q.view(rels, n, -1).transpose(0, 1).reshape(n, -1)
 
-        q, v, residual = value_iteration(step, lambda q: q.amax(-1, keepdim=True), torch.zeros_like(r), self.k)
+        q, v, residual = value_iteration(
+            step, lambda q: q.amax(-1, keepdim=True), torch.zeros_like(r), self.k
+        )
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
         return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

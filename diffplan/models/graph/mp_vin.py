@@ -53,9 +53,17 @@ class MPVIN(nn.Module):
         cont_action: bool = False,
     ) -> None:
         super().__init__()
-        check_hyper_params("MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden)
+        check_hyper_params(
+            "MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden
+        )
         self.config = dict(
-            k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden, cont_action=cont_action
+            k=k,
+            l_h=l_h,
+            l_q=l_q,
+            mp_h=mp_h,
+            mp_q=mp_q,
+            readout_hidden=readout_hidden,
+            cont_action=cont_action,
         )
         self.k = k
         self.h = RelMessagePassing(geo_dim=2, static_dim=2, dynamic_dim=0, hidden=mp_h, out_dim=l_h)

@@ -76,12 +76,9 @@ class SymMPVIN(nn.Module):
         self.k, self.l_q, self.group_size = k, l_q, gs.fibergroup.order()
         std, flag, reg = standard_repr(gs), gs.trivial_repr, gs.regular_repr
         self.h = EqMessagePassing(gs, [std], static=[flag, flag], dynamic=[], hidden=mp_h, out=[reg] * l_h)
-        import os
-        self.inv = os.environ.get("SYMV") == "inv"
-        vr = flag if self.inv else reg
-        self.r = EqMLP(gs.type(*[reg] * l_h, flag, flag), mp_h, gs.type(vr))
-        self.q = EqMessagePassing(gs, [std], static=[vr], dynamic=[vr], hidden=mp_q, out=[reg] * l_q)
-        policy_fields = [reg] * l_q + [vr, vr]  # [q, v, r]
+        self.r = EqMLP(gs.type(*[reg] * l_h, flag, flag), mp_h, gs.type(reg))
+        self.q = EqMessagePassing(gs, [std], static=[reg], dynamic=[reg], hidden=mp_q, out=[reg] * l_q)
+        policy_fields = [reg] * l_q + [reg, reg]  # [q, v, r]
         if no_equiv_policy:
             size = gs.type(*policy_fields).size
             self.pi = EdgeReadout(size, readout_hidden * self.group_size, cont_action=cont_action)
@@ -96,17 +93,13 @@ class SymMPVIN(nn.Module):
         r = self.r(torch.cat([h, flags], dim=-1))
         ctx = self.q.prepare(geo, r)
         n, g = x.shape[0], self.group_size
-        import os
-        if self.inv:
-            red = lambda q: q.amax(-1, keepdim=True)
-            g = 1
-        elif os.environ.get("SYMV") == "all":
-            red = lambda q: q.amax(-1, keepdim=True).expand(n, g)
-        else:
-            red = lambda q: q.view(n, self.l_q, g).amax(1)
+
+        def max_over_fields(q: Tensor) -> Tensor:  # per group channel, so v stays a regular field
+            return q.view(n, self.l_q, g).amax(1)
+
         q, v, residual = value_iteration(
             lambda v: self.q.step(ctx, v),
-            red,  # max over Q fields, per group channel
+            max_over_fields,
             r.new_zeros(n, g),
             self.k,
         )
