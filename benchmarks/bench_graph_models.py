@@ -27,32 +27,15 @@ import numpy as np
 import torch
 
 # Recommended release hyper-parameters (manifest entry name -> planner and constructor arguments).
+_MP = dict(k=30, l_h=16, l_q=8, mp_h=32, mp_q=16, readout_hidden=32)
+_SYM = dict(k=30, l_h=4, l_q=4, mp_h=4, mp_q=4, readout_hidden=4, group="d4")
 RELEASE_CONFIGS: dict[str, tuple[str, dict]] = {
-    "MP-VIN_graph": ("MP-VIN", dict(k=30, l_h=16, l_q=8, mp_h=32, mp_q=16, readout_hidden=32)),
-    "Sym-MP-VIN_graph": (
-        "Sym-MP-VIN",
-        dict(k=30, l_h=4, l_q=4, mp_h=4, mp_q=4, readout_hidden=4, group="d4"),
-    ),
+    "MP-VIN_graph": ("MP-VIN", _MP),
+    "Sym-MP-VIN_graph": ("Sym-MP-VIN", {**_SYM, "l_q": 6, "mp_q": 6}),
     "GAT-VIN_graph": ("GAT-VIN", dict(k=30, l_h=16, l_q=8, heads=4, readout_hidden=32)),
     "GCN-VIN-v2_graph": ("GCN-VIN-v2", dict(k=30, l_h=16, l_q=8, relations=4, readout_hidden=32)),
-    "MP-VIN_continuous": (
-        "MP-VIN",
-        dict(k=30, l_h=16, l_q=8, mp_h=32, mp_q=16, readout_hidden=32, cont_action=True),
-    ),
-    "Sym-MP-VIN_continuous": (
-        "Sym-MP-VIN",
-        dict(
-            k=30,
-            l_h=4,
-            l_q=4,
-            mp_h=4,
-            mp_q=4,
-            readout_hidden=4,
-            group="d4",
-            cont_action=True,
-            no_equiv_policy=True,
-        ),
-    ),  # fmt: skip
+    "MP-VIN_continuous": ("MP-VIN", {**_MP, "cont_action": True, "neighbour_skip": True}),
+    "Sym-MP-VIN_continuous": ("Sym-MP-VIN", {**_SYM, "cont_action": True, "no_equiv_policy": True}),
 }
 TRAIN_GRAPHS = 10_000
 
@@ -188,7 +171,7 @@ def _render(results: list[dict], batch_size: int) -> None:
             f"{r['epoch_s']:.0f}",
             f"{r['peak_rss_delta_mb']:.0f}",
         )
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
     console.print(table)
     console.print(
         f"torch {torch.__version__}, {first['threads']} thread(s); epoch = median step x "

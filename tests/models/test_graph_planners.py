@@ -106,7 +106,8 @@ class TestEveryGraphPlanner:
     def test_general_graph_and_missing_neighbours(self, name, cont_action):
         model = build(name, cont_action).eval()
         x, edge_index = four_node_graph()
-        out = model(x, edge_index)
+        with torch.no_grad():
+            out = model(x, edge_index)
         assert torch.isfinite(out.logits).all()
         if cont_action:
             assert out.logits.shape == (4, 2)
@@ -243,6 +244,17 @@ def test_sym_mp_vin_c4_is_not_reflection_equivariant_and_plain_policy_runs():
     assert rel_err(b.logits, expected_output(a.logits, transform, perm, False)) > 1e-3
     plain = build("Sym-MP-VIN", True, no_equiv_policy=True)
     assert plain(*lattice_graph(MAZE, GOAL)).logits.shape == (25, 2)
+
+
+def test_mp_vin_neighbour_skip_is_optional_and_trains():
+    """Off by default (MP-VIN_graph v1 checkpoints have no ``q.beta``); on, beta gets a gradient."""
+    assert not any("beta" in key for key in build("MP-VIN").state_dict())
+    model = build("MP-VIN", neighbour_skip=True)
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    torch.nn.functional.cross_entropy(model(x, edge_index).logits, torch.full((25,), 2)).backward()
+    assert model.q.beta.grad is not None and float(model.q.beta.grad) != 0.0
+    clone = create_model("MP-VIN", **model.config)
+    clone.load_state_dict(model.state_dict(), strict=True)
 
 
 @pytest.mark.parametrize(

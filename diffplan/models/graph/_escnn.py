@@ -15,6 +15,7 @@ against DESIGN section 3.
 
 from __future__ import annotations
 
+import torch
 from escnn import group as egroup
 from escnn import gspaces
 from escnn import nn as enn
@@ -27,6 +28,11 @@ from diffplan.models.graph._graph_vi import LayerWeights, SplitMessagePassing
 from diffplan.models.graph._readout import EdgeReadout
 
 GROUPS: tuple[str, ...] = ("c4", "d4", "c8", "d8")
+
+# escnn's generalised He initialisation (variance 2 / fan-in) scaled to torch.nn.Linear's default
+# (variance 1 / (3 fan-in)): at He scale the K-step recurrence starts chaotic (v oscillating from step to
+# step) and training stalls; at this scale it behaves like MP-VIN's plain layers.
+INIT_SCALE = 6**-0.5
 
 
 def no_base_gspace(group: str) -> gspaces.GSpace0D:
@@ -55,10 +61,18 @@ class EqLinear(enn.Linear):
     ``.double()`` or ``.to(device)`` on one model silently changed the buffers of every other.
     """
 
-    def __init__(self, in_type: enn.FieldType, out_type: enn.FieldType, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_type: enn.FieldType,
+        out_type: enn.FieldType,
+        bias: bool = True,
+        init_scale: float = INIT_SCALE,
+    ) -> None:
         super().__init__(in_type, out_type, bias=bias, recompute=True)
         for name in ("matrix", "expanded_bias"):
             self._buffers.pop(name, None)
+        with torch.no_grad():
+            self.weights.mul_(init_scale)
 
     def train(self, mode: bool = True) -> EqLinear:
         return nn.Module.train(self, mode)
@@ -92,6 +106,8 @@ class EqMessagePassing(SplitMessagePassing):
         geo, static, dynamic: representations of the edge geometry, static and dynamic node features.
         hidden: number of regular fields in the message and update hidden layers.
         out: representations of the output fields.
+        neighbour_skip: see ``SplitMessagePassing``; the dynamic representation must tile ``out``
+            (e.g. a regular v and regular Q fields), which keeps the skip equivariant.
     """
 
     def __init__(
@@ -102,21 +118,40 @@ class EqMessagePassing(SplitMessagePassing):
         dynamic: list[Representation],
         hidden: int,
         out: list[Representation],
+        neighbour_skip: bool = False,
     ) -> None:
         size = lambda reprs: sum(r.size for r in reprs)  # noqa: E731
         hidden_type = gspace.type(*[gspace.regular_repr] * hidden)
-        super().__init__(size(geo), size(static), size(dynamic), hidden_type.size, size(out))
+        super().__init__(size(geo), size(static), size(dynamic), hidden_type.size, size(out), neighbour_skip)
         node = static + dynamic
         self.msg = EqLinear(gspace.type(*(geo + node + node)), hidden_type)
         self.upd = EqLinear(gspace.type(*node, *hidden_type.representations), hidden_type)
-        self.out = EqLinear(hidden_type, gspace.type(*out))
+        # With the skip, start near the diffusion prior (see SplitMessagePassing).
+        out_scale = INIT_SCALE * (0.1 if neighbour_skip else 1.0)
+        self.out = EqLinear(hidden_type, gspace.type(*out), init_scale=out_scale)
 
     def weights(self) -> LayerWeights:
         return LayerWeights(*self.msg.matrices(), *self.upd.matrices(), *self.out.matrices())
 
 
+def action_repr(gspace: gspaces.GSpace0D) -> tuple[Representation, list[int]]:
+    """The representation of per-node action logits and which of its channels are N, W, S, E.
+
+    One channel per direction the group moves "north" to, counter-clockwise from north: the quotient by
+    the reflection fixing north for dihedral groups, the regular representation for cyclic ones. The
+    rotation by 90 degrees moves channel a to a + 1 (a + 2 for 8-element rotation groups, whose diagonal
+    channels are dropped) and the reflection swaps W and E: DESIGN section 3's action permutations.
+    """
+    dihedral = isinstance(gspace.fibergroup, egroup.DihedralGroup)
+    rep = gspace.quotient_repr((0, 1)) if dihedral else gspace.regular_repr
+    return rep, list(range(0, rep.size, rep.size // 4))
+
+
 class EqEdgeReadout(EdgeReadout):
     """``EdgeReadout`` whose neighbour scores are G-invariant: [rel (standard), p_i, p_j] -> trivial.
+
+    Discrete read-outs add an equivariant per-node head p_i -> ``action_repr`` (SymVIN's policy layer):
+    action d's logit is the node head's channel d plus the score of the neighbour in direction d.
 
     Args:
         gspace: the group space; node: representations of the policy features p; hidden: regular fields.
@@ -130,6 +165,12 @@ class EqEdgeReadout(EdgeReadout):
         in_type = gspace.type(standard_repr(gspace), *node, *node)
         self.hid = EqLinear(in_type, gspace.type(*[gspace.regular_repr] * hidden))
         self.score = EqLinear(self.hid.out_type, gspace.type(gspace.trivial_repr))
+        if not cont_action:
+            rep, self.action_channels = action_repr(gspace)
+            self.head = EqLinear(node_type, gspace.type(rep))
 
     def weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return (*self.hid.matrices(), *self.score.matrices())
+
+    def node_logits(self, p: Tensor) -> Tensor | None:
+        return self.head(p)[:, self.action_channels]

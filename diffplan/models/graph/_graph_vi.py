@@ -49,6 +49,7 @@ class StepContext(NamedTuple):
     msg_pre: Tensor  # (E, hidden): W1 [rel, f_i^static, f_j^static] + b1
     msg_dyn: Tensor  # (hidden, 2 * dynamic): the columns of W1 for [f_i^dynamic, f_j^dynamic]
     upd_pre: Tensor  # (V, hidden): U1 [f_i^static] + c1
+    inv_degree: Tensor | None  # (V, 1) 1 / in-degree, for the neighbour-mean skip
 
 
 class SplitMessagePassing(MessagePassing):
@@ -60,16 +61,35 @@ class SplitMessagePassing(MessagePassing):
         dynamic_dim: node features that change every step (e.g. value), after the static ones.
         hidden: width of the message and update hidden layers.
         out_dim: output width.
+        neighbour_skip: add ``sigmoid(beta) * mean_j f_j^dynamic`` to every block of ``dynamic_dim``
+            output channels (beta learned, sigmoid(beta) = 0.9 at first). With the output layer
+            initialised small this starts value iteration as a discounted diffusion from the goal, so
+            the goal's signal reaches every cell within K steps from the first batch; a sum-of-ReLU
+            message MLP at random initialisation instead contracts (or oscillates), and training can
+            then sit for many epochs on a plateau where v carries no information.
 
     Shapes:
         ``prepare(geo, f_static)``: f_static (V, static_dim) -> context.
         ``step(ctx, f_dynamic)``: f_dynamic (V, dynamic_dim) or None -> (V, out_dim).
     """
 
-    def __init__(self, geo_dim: int, static_dim: int, dynamic_dim: int, hidden: int, out_dim: int) -> None:
+    def __init__(
+        self,
+        geo_dim: int,
+        static_dim: int,
+        dynamic_dim: int,
+        hidden: int,
+        out_dim: int,
+        neighbour_skip: bool = False,
+    ) -> None:
         super().__init__(aggr="add")
         self.geo_dim, self.static_dim, self.dynamic_dim = geo_dim, static_dim, dynamic_dim
         self.hidden, self.out_dim = hidden, out_dim
+        if neighbour_skip:
+            if not dynamic_dim or out_dim % dynamic_dim:
+                raise ValueError("neighbour_skip needs out_dim to be a multiple of dynamic_dim > 0")
+            self.beta = nn.Parameter(torch.tensor(2.2))
+        self.neighbour_skip = neighbour_skip
 
     @property
     def in_dim(self) -> int:
@@ -91,7 +111,12 @@ class SplitMessagePassing(MessagePassing):
             msg_pre = msg_pre + node_i.index_select(0, geo.dst) + node_j.index_select(0, geo.src)
         upd_pre = F.linear(f_static, w.upd_w[:, :s], w.upd_b)
         msg_dyn = torch.cat([w.msg_w[:, g + s : g + d], w.msg_w[:, g + d + s :]], dim=1)
-        return StepContext(w, geo.edge_index, msg_pre, msg_dyn, upd_pre)
+        inv_degree = None
+        if self.neighbour_skip:
+            ones = msg_pre.new_ones(geo.dst.shape[0], 1)
+            degree = msg_pre.new_zeros(geo.num_nodes, 1).index_add_(0, geo.dst, ones)
+            inv_degree = 1 / degree.clamp_min(1)
+        return StepContext(w, geo.edge_index, msg_pre, msg_dyn, upd_pre, inv_degree)
 
     def step(self, ctx: StepContext, f_dynamic: Tensor | None = None) -> Tensor:
         w = ctx.weights
@@ -105,7 +130,13 @@ class SplitMessagePassing(MessagePassing):
             agg = self.propagate(ctx.edge_index, pre=ctx.msg_pre, f=None, w_dyn=None)
             upd_pre = ctx.upd_pre
         hidden = torch.relu(torch.addmm(upd_pre, agg, w.upd_w[:, d:].T))
-        return F.linear(hidden, w.out_w, w.out_b)
+        out = F.linear(hidden, w.out_w, w.out_b)
+        if self.neighbour_skip and f_dynamic is not None:
+            src, dst = ctx.edge_index
+            mean = torch.zeros_like(f_dynamic).index_add_(0, dst, f_dynamic[src]) * ctx.inv_degree
+            blocks = out.view(out.shape[0], -1, self.dynamic_dim) + torch.sigmoid(self.beta) * mean[:, None]
+            out = blocks.flatten(1)
+        return out
 
     def message(self, pre: Tensor, f_i: Tensor | None, f_j: Tensor | None, w_dyn: Tensor | None) -> Tensor:
         if f_i is None:
@@ -120,11 +151,22 @@ class SplitMessagePassing(MessagePassing):
 class RelMessagePassing(SplitMessagePassing):
     """``SplitMessagePassing`` with ordinary ``nn.Linear`` weights (MP-VIN)."""
 
-    def __init__(self, geo_dim: int, static_dim: int, dynamic_dim: int, hidden: int, out_dim: int) -> None:
-        super().__init__(geo_dim, static_dim, dynamic_dim, hidden, out_dim)
+    def __init__(
+        self,
+        geo_dim: int,
+        static_dim: int,
+        dynamic_dim: int,
+        hidden: int,
+        out_dim: int,
+        neighbour_skip: bool = False,
+    ) -> None:
+        super().__init__(geo_dim, static_dim, dynamic_dim, hidden, out_dim, neighbour_skip)
         self.msg = nn.Linear(geo_dim + 2 * self.in_dim, hidden)
         self.upd = nn.Linear(self.in_dim + hidden, hidden)
         self.out = nn.Linear(hidden, out_dim)
+        if neighbour_skip:  # start near the diffusion prior
+            with torch.no_grad():
+                self.out.weight.mul_(0.1)
 
     def weights(self) -> LayerWeights:
         return LayerWeights(

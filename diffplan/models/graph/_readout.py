@@ -14,9 +14,11 @@ Moving to j is then the action whose direction ``ACTION_DELTAS[d]`` is closest t
   pointing at the neighbours the planner prefers, with a learned global ``scale > 0`` so that the
   vector's length can carry confidence (training scores the dot products with the four unit moves).
 
-Both are equivariant by construction when the scores are invariant (``_escnn.EqEdgeReadout``): a
-rotation or reflection of the map moves each neighbour to the rotated offset with an unchanged score, so
-the logits permute as DESIGN section 3 says and the move vector rotates with the map.
+Both outputs are equivariant by construction when the scores are invariant (``_escnn.EqEdgeReadout``):
+a rotation or reflection of the map moves each neighbour to the rotated offset with an unchanged score,
+so the logits permute as DESIGN section 3 says and the move vector rotates with the map. A subclass may
+add per-node action logits (``node_logits``) to the discrete scores, as Sym-MP-VIN's equivariant head
+does.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class EdgeReadout(nn.Module):
         """(W1 (hidden, 2 + 2 node_dim) over [rel | p_i | p_j], b1, w2 (1, hidden), b2)."""
         return self.hid.weight, self.hid.bias, self.score.weight, self.score.bias
 
+    def node_logits(self, p: Tensor) -> Tensor | None:
+        """Optional (V, 4) per-node action logits added to the neighbour scores (discrete only)."""
+        return None
+
     def forward(self, geo: EdgeGeometry, p: Tensor, values: Tensor) -> Tensor:
         moves = geo.rel.abs().sum(-1) > 1e-6  # neighbours only, not self-loops
         if not bool(moves.all()):
@@ -67,6 +73,9 @@ class EdgeReadout(nn.Module):
         w1, b1, w2, b2 = self.weights()
         scores = F.linear(torch.relu(edge_linear(geo, p, w1, b1)), w2, b2).squeeze(-1)
         scores = scores + self.gain * (values[geo.src, 0] - values[geo.dst, 0])
+        node = None if self.cont_action else self.node_logits(p)
+        if node is not None:
+            scores = scores + node[geo.dst, action_slot(geo.rel)]
         if self.cont_action:
             return self.log_scale.exp() * neighbour_vector(scores, geo.dst, geo.rel, geo.num_nodes)
         return neighbour_logits(scores, geo.dst, geo.rel, geo.num_nodes)

@@ -35,6 +35,9 @@ class MPVIN(nn.Module):
         mp_q: hidden width of the Q layer's message and update MLPs.
         readout_hidden: hidden width of the neighbour-scoring MLP.
         cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
+        neighbour_skip: add the learned neighbour-mean skip to the Q layer (``_graph_vi``), which
+            starts value iteration as a diffusion from the goal and keeps training off the
+            initial plateau whatever the seed. Off by default: MP-VIN_graph v1 was trained without it.
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -51,6 +54,7 @@ class MPVIN(nn.Module):
         mp_q: int = 16,
         readout_hidden: int = 32,
         cont_action: bool = False,
+        neighbour_skip: bool = False,
     ) -> None:
         super().__init__()
         check_hyper_params(
@@ -64,11 +68,14 @@ class MPVIN(nn.Module):
             mp_q=mp_q,
             readout_hidden=readout_hidden,
             cont_action=cont_action,
+            neighbour_skip=neighbour_skip,
         )
         self.k = k
         self.h = RelMessagePassing(geo_dim=2, static_dim=2, dynamic_dim=0, hidden=mp_h, out_dim=l_h)
         self.r = nn.Sequential(nn.Linear(l_h + 2, mp_h), nn.ReLU(), nn.Linear(mp_h, 1))
-        self.q = RelMessagePassing(geo_dim=2, static_dim=1, dynamic_dim=1, hidden=mp_q, out_dim=l_q)
+        self.q = RelMessagePassing(
+            geo_dim=2, static_dim=1, dynamic_dim=1, hidden=mp_q, out_dim=l_q, neighbour_skip=neighbour_skip
+        )
         self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:

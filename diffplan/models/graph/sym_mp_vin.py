@@ -8,6 +8,13 @@ channels and leaves the scores of the read-out unchanged, so the discrete logits
 section 3 says (N -> W -> S -> E under a 90-degree counter-clockwise turn) and the continuous move
 vector rotates with the map. Translations change nothing (only relative positions are used).
 
+Two choices make it train reliably (measured on 400-step and 12-epoch runs of 2,000-3,000 mazes):
+escnn weights start at torch.nn.Linear's scale instead of He's (``_escnn.INIT_SCALE``), and the Q layer
+has the neighbour-mean skip (``_graph_vi.SplitMessagePassing``), which starts value iteration as a
+diffusion from the goal. Without them v oscillated from step to step at initialisation and training
+stalled near 75-80% accuracy. The discrete read-out adds SymVIN's equivariant per-node action head
+(``_escnn.EqEdgeReadout``) to the invariant neighbour scores.
+
 With ``group="c8"``/``"d8"`` the network is equivariant to 45-degree turns too, but the four lattice
 moves are not, so the discrete output is equivariant only under the 90-degree subgroup.
 
@@ -77,7 +84,9 @@ class SymMPVIN(nn.Module):
         std, flag, reg = standard_repr(gs), gs.trivial_repr, gs.regular_repr
         self.h = EqMessagePassing(gs, [std], static=[flag, flag], dynamic=[], hidden=mp_h, out=[reg] * l_h)
         self.r = EqMLP(gs.type(*[reg] * l_h, flag, flag), mp_h, gs.type(reg))
-        self.q = EqMessagePassing(gs, [std], static=[reg], dynamic=[reg], hidden=mp_q, out=[reg] * l_q)
+        self.q = EqMessagePassing(
+            gs, [std], static=[reg], dynamic=[reg], hidden=mp_q, out=[reg] * l_q, neighbour_skip=True
+        )
         policy_fields = [reg] * l_q + [reg, reg]  # [q, v, r]
         if no_equiv_policy:
             size = gs.type(*policy_fields).size
