@@ -25,3 +25,11 @@ ModelNamesOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of rich tables.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]
+InferenceThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for torch inference; 1 gives the steadiest latency on a shared 2-core machine.",
+    ),
+]

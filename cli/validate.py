@@ -14,7 +14,7 @@ from diffplan._atomic import atomic_write_text
 from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import FAIL, ValidationReport, validate_models, write_results
-from diffplan_cli._common import DEFAULT_MANIFEST, ManifestOpt, console
+from diffplan_cli._common import DEFAULT_MANIFEST, InferenceThreadsOpt, ManifestOpt, console
 
 ReleaseRootOpt = Annotated[Path, typer.Option("--release-root", help="Folder of the release files.")]
 
@@ -75,7 +75,7 @@ def print_report(report: ValidationReport) -> None:
     console.print(f"{len(report.models)} model(s) validated in {report.seconds:.1f} s: {verdict}.")
 
 
-def run_validation(manifest, names, release_root, data=None, limit=None) -> ValidationReport:
+def run_validation(manifest, names, release_root, data=None, limit=None, threads=1) -> ValidationReport:
     """Validate with a progress bar (shared with `package`)."""
     with Progress(
         TextColumn("[bold]validate"),
@@ -92,7 +92,13 @@ def run_validation(manifest, names, release_root, data=None, limit=None) -> Vali
             progress.update(task, completed=index, description=name)
 
         result = validate_models(
-            manifest, names, release_root=release_root, data=data, limit=limit, progress=report
+            manifest,
+            names,
+            release_root=release_root,
+            data=data,
+            limit=limit,
+            threads=threads,
+            progress=report,
         )
         progress.update(task, completed=len(result.models))
     return result
@@ -111,6 +117,7 @@ def validate(
         Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N test maps.")] = None,
+    threads: InferenceThreadsOpt = 1,
 ) -> None:
     """Check trained release models: files, checksums, safe loading, scores against targets, symmetry."""
     if not names and not all_models:
@@ -122,7 +129,7 @@ def validate(
             f"folder {json_path.parent} for --json does not exist; create it or choose another path."
         )
     spec = load_manifest(manifest)
-    report = run_validation(spec, names, release_root, data, limit)
+    report = run_validation(spec, names, release_root, data, limit, threads)
     written = write_results(report, release_root)
     print_report(report)
     console.print(f"Results stored in {written[-1].parent}/", highlight=False)

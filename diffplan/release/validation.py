@@ -45,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from diffplan._atomic import atomic_write_text
+from diffplan._threads import torch_threads
 from diffplan.envs import GridSplit, file_fingerprint, load_split
 from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
 from diffplan.errors import BadInputError, DataFileError, DiffplanError
@@ -151,6 +152,7 @@ class ValidationReport:
     limit: int | None = None
     seconds: float = 0.0
     created_date: str = ""
+    threads: int = 1
 
     @property
     def passed(self) -> bool:
@@ -163,6 +165,7 @@ class ValidationReport:
             "data_override": self.data_override,
             "limit": self.limit,
             "seconds": self.seconds,
+            "threads": self.threads,
             "models": [m.to_dict() for m in self.models],
         }
 
@@ -707,6 +710,7 @@ def validate_models(
     data: str | Path | None = None,
     limit: int | None = None,
     batch_size: int = 250,
+    threads: int | None = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ValidationReport:
     """Validate the named models of ``manifest`` (all when ``names`` is empty).
@@ -715,6 +719,7 @@ def validate_models(
         release_root: the folder holding ``grid/``, ``graph/``, ``continuous/``.
         data: score on this data set's test split instead of each model's own.
         limit: score only the first ``limit`` test maps.
+        threads: torch CPU threads for inference and latency (``None``: torch's setting); restored after.
         progress: called with (model name, index, total) before each model.
 
     Raises ``ModelNotFoundError`` / ``DataFileError`` / ``BadInputError`` (exit 2) before any work.
@@ -733,14 +738,20 @@ def validate_models(
                 f"{'is' if len(wrong) == 1 else 'are'} not {kind} planners; name {kind} models only."
             )
     results = []
-    for index, spec in enumerate(specs):
-        if progress is not None:
-            progress(spec.name, index, len(specs))
-        results.append(
-            _ModelCheck(spec, manifest, Path(release_root), cache, data_path, limit, batch_size).run()
-        )
+    with torch_threads(threads) as used_threads:
+        for index, spec in enumerate(specs):
+            if progress is not None:
+                progress(spec.name, index, len(specs))
+            results.append(
+                _ModelCheck(spec, manifest, Path(release_root), cache, data_path, limit, batch_size).run()
+            )
     return ValidationReport(
-        results, str(data_path) if data_path else None, limit, time.perf_counter() - start, now_iso()
+        results,
+        str(data_path) if data_path else None,
+        limit,
+        time.perf_counter() - start,
+        now_iso(),
+        used_threads,
     )
 
 

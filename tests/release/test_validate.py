@@ -61,6 +61,17 @@ def test_a_good_release_passes_every_check_and_stores_its_results(release):
     summary = json.loads((results / "summary.json").read_text())
     assert summary["passed"] and set(summary["models"]) == {m["name"] for m in report["models"]}
     assert "all checks passed" in output
+    assert report["threads"] == 1  # the default: steady single-maze latency on a shared machine
+
+
+def test_validation_runs_with_the_threads_asked_for_and_restores_torch_afterwards(release):
+    before = torch.get_num_threads()
+    manifest = load_manifest(release.manifest)
+    report = validate_models(manifest, ["VIN_tiny"], release_root=release.release_root, threads=2)
+    assert report.threads == 2 and report.passed
+    assert torch.get_num_threads() == before
+    code, output, _ = validate_json(release, "VIN_tiny", "--threads", "0")
+    assert code == 2 and "--threads" in output
 
 
 def test_a_flipped_byte_in_a_checkpoint_fails_the_checksum(release):
