@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -30,6 +31,16 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+
+def constructor_config(init_locals: dict[str, Any]) -> dict[str, Any]:
+    """A planner's ``config`` from ``locals()`` taken on the first line of its ``__init__``.
+
+    ``config`` is what release checkpoints store to rebuild the model (``create_model(name, **config)``),
+    so it must hold every constructor argument; taking it from ``locals()`` keeps it from drifting out of
+    step with the signature.
+    """
+    return {key: value for key, value in init_locals.items() if key not in ("self", "__class__")}
 
 
 def register_model(name: str, *, task: str, symmetric: bool = False, implicit: bool = False):

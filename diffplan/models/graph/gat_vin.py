@@ -25,7 +25,7 @@ from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
 from diffplan.models._output import PlanOutput
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import value_iteration
 from diffplan.models.graph._readout import EdgeReadout
@@ -80,13 +80,12 @@ class GATVIN(nn.Module):
         readout_hidden: int = 32,
         cont_action: bool = False,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__()
         check_hyper_params("GAT-VIN", k=k, l_h=l_h, l_q=l_q, heads=heads, readout_hidden=readout_hidden)
         if l_q % heads:
             raise BadInputError(f"GAT-VIN: l_q ({l_q}) must be a multiple of heads ({heads}).")
-        self.config = dict(
-            k=k, l_h=l_h, l_q=l_q, heads=heads, readout_hidden=readout_hidden, cont_action=cont_action
-        )
+        self.config = config
         self.k = k
         self.h = GATConv(2, l_h, edge_dim=2, add_self_loops=False)
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))

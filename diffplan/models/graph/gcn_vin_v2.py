@@ -25,7 +25,7 @@ from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
 from diffplan.models._output import PlanOutput
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry, edge_linear
 from diffplan.models.graph._graph_vi import value_iteration
 from diffplan.models.graph._readout import EdgeReadout
@@ -57,15 +57,14 @@ class GCNVINv2(nn.Module):
         readout_hidden: int = 32,
         cont_action: bool = False,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__()
         check_hyper_params(
             "GCN-VIN-v2", k=k, l_h=l_h, l_q=l_q, relations=relations, readout_hidden=readout_hidden
         )
         if l_q % relations:
             raise BadInputError(f"GCN-VIN-v2: l_q ({l_q}) must be a multiple of relations ({relations}).")
-        self.config = dict(
-            k=k, l_h=l_h, l_q=l_q, relations=relations, readout_hidden=readout_hidden, cont_action=cont_action
-        )
+        self.config = config
         self.k, self.relations = k, relations
         self.h = GCNConv(2, l_h, add_self_loops=False)  # self-loops come with the edge geometry
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from diffplan.models._output import PlanOutput
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import RelMessagePassing, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
@@ -56,20 +56,12 @@ class MPVIN(nn.Module):
         cont_action: bool = False,
         neighbour_skip: bool = False,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__()
         check_hyper_params(
             "MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden
         )
-        self.config = dict(
-            k=k,
-            l_h=l_h,
-            l_q=l_q,
-            mp_h=mp_h,
-            mp_q=mp_q,
-            readout_hidden=readout_hidden,
-            cont_action=cont_action,
-            neighbour_skip=neighbour_skip,
-        )
+        self.config = config
         self.k = k
         self.h = RelMessagePassing(geo_dim=2, static_dim=2, dynamic_dim=0, hidden=mp_h, out_dim=l_h)
         self.r = nn.Sequential(nn.Linear(l_h + 2, mp_h), nn.ReLU(), nn.Linear(mp_h, 1))

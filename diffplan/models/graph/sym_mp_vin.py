@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from diffplan.models._output import PlanOutput
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._escnn import EqEdgeReadout, EqMessagePassing, EqMLP, no_base_gspace, standard_repr
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import value_iteration
@@ -71,15 +71,13 @@ class SymMPVIN(nn.Module):
         cont_action: bool = False,
         no_equiv_policy: bool = False,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__()
         check_hyper_params(
             "Sym-MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden
         )
         gs = no_base_gspace(group)
-        self.config = dict(
-            k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden,
-            group=group.lower(), cont_action=cont_action, no_equiv_policy=no_equiv_policy,
-        )  # fmt: skip
+        self.config = {**config, "group": group.lower()}
         self.k, self.l_q, self.group_size = k, l_q, gs.fibergroup.order()
         std, flag, reg = standard_repr(gs), gs.trivial_repr, gs.regular_repr
         self.h = EqMessagePassing(gs, [std], static=[flag, flag], dynamic=[], hidden=mp_h, out=[reg] * l_h)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.grid._base import EquilibriumSolve, check_gamma
 from diffplan.models.grid.vin import VINLayers
 
@@ -45,20 +45,9 @@ class DEVIN(EquilibriumSolve, VINLayers):
         backward_tol: float = 1e-4,
         backward_max_iter: int = 50,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__(
             l_h=l_h, l_q=l_q, f=f, value_norm=True, gamma=check_gamma(gamma, strict=True), wall_mask=wall_mask
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
-        self.config = dict(
-            l_h=l_h,
-            l_q=l_q,
-            f=f,
-            gamma=gamma,
-            wall_mask=wall_mask,
-            solver=solver,
-            tol=tol,
-            max_iter=max_iter,
-            backward_solver=backward_solver,
-            backward_tol=backward_tol,
-            backward_max_iter=backward_max_iter,
-        )
+        self.config = config

@@ -8,7 +8,7 @@ from escnn import nn as enn
 from torch import nn
 
 from diffplan.envs.actions import NUM_ACTIONS
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models._symmetry import (
     CompleteRegularFilter,
     SteerableFilter,
@@ -137,6 +137,7 @@ class SymVIN(SymVINLayers):
         gamma: float = 1.0,
         wall_mask: bool = False,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__(
             l_h=l_h,
             l_q=l_q,
@@ -149,18 +150,7 @@ class SymVIN(SymVINLayers):
             wall_mask=wall_mask,
         )
         self.k = check_int("k", k)
-        self.config = dict(
-            k=k,
-            l_h=l_h,
-            l_q=l_q,
-            f=f,
-            group=group,
-            no_equiv_policy=no_equiv_policy,
-            complete_basis=complete_basis,
-            value_norm=value_norm,
-            gamma=gamma,
-            wall_mask=wall_mask,
-        )
+        self.config = config
 
     def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
         return unrolled(step, v0, self.k)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from diffplan.envs.actions import NUM_ACTIONS
-from diffplan.models._registry import register_model
+from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.grid._base import GridPlanner, VIStep, check_int, unrolled
 
 
@@ -69,11 +69,10 @@ class VIN(VINLayers):
         gamma: float = 1.0,
         wall_mask: bool = False,
     ) -> None:
+        config = constructor_config(locals())
         super().__init__(l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask)
         self.k = check_int("k", k)
-        self.config = dict(
-            k=k, l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask
-        )
+        self.config = config
 
     def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
         return unrolled(step, v0, self.k)
