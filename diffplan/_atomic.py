@@ -8,23 +8,30 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
-from diffplan.errors import BadInputError
+from diffplan.errors import DataFileError
 
 
-def check_writable_target(path: Path, force: bool) -> None:
-    """Refuse a target whose folder is missing or that exists (unless ``force``), before any work."""
-    path = Path(path)
-    if path.is_dir():
-        raise BadInputError(f"{path} is a folder; give a file path to write.")
-    if not path.parent.is_dir():
-        raise BadInputError(f"folder {path.parent} does not exist; create it first or choose another path.")
-    if path.exists() and not force:
-        raise BadInputError(f"{path} already exists; pass --force to overwrite it.")
-    if not os.access(path.parent, os.W_OK):
-        raise BadInputError(f"no permission to write in {path.parent}; choose a writable folder.")
+def check_output(output: Path, *, force: bool) -> None:
+    """Refuse an output path we must not or cannot write, before any work starts (``DataFileError``)."""
+    parent = output.parent
+    if output.is_dir():
+        raise DataFileError(f"output {output} is a folder; pass a file path such as {output / 'mazes.npz'}.")
+    if not parent.exists():
+        raise DataFileError(f"cannot write {output}: folder {parent} does not exist; create it first.")
+    if not parent.is_dir():
+        raise DataFileError(
+            f"cannot write {output}: {parent} is a file, not a folder; choose another output path."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataFileError(
+            f"cannot write {output}: no write permission in {parent}; choose another output path."
+        )
+    if output.exists() and not force:
+        raise DataFileError(f"{output} already exists; pass --force (force=True) to overwrite it.")
 
 
 @contextlib.contextmanager
@@ -49,3 +56,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_atomic(output: Path, write: Callable[[IO[bytes]], None], *, force: bool) -> None:
+    """Check ``output`` (``check_output``), then write through ``write(file)`` atomically and durably.
+
+    The data reach the disk (fsync) before the rename; ``output`` is re-checked just before it, so a file
+    that appeared meanwhile is not overwritten without ``force``. OS errors become ``DataFileError``.
+    """
+    check_output(output, force=force)
+    try:
+        with atomic_path(output) as tmp:
+            with open(tmp, "wb") as file:
+                write(file)
+                file.flush()
+                os.fsync(file.fileno())
+            if output.exists() and not force:  # appeared while we were writing
+                raise DataFileError(f"{output} already exists; pass --force (force=True) to overwrite it.")
+    except OSError as err:
+        reason = err.strerror or err
+        raise DataFileError(f"cannot write {output}: {reason}; check the disk and the folder.") from err

@@ -1,69 +1,17 @@
-"""File plumbing shared by the data-set formats: output checks, atomic writes, fingerprints, sniffing."""
+"""File plumbing shared by the data-set formats: fingerprints and format sniffing."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import secrets
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
 from diffplan.errors import DataFileError
 
 SPLITS = ("train", "valid", "test")
-
-
-def check_output(output: Path, *, force: bool) -> None:
-    """Refuse an output path we must not or cannot write, before any work starts."""
-    parent = output.parent
-    if output.is_dir():
-        raise DataFileError(f"output {output} is a folder; pass a file path such as {output / 'mazes.npz'}.")
-    if not parent.exists():
-        raise DataFileError(f"cannot write {output}: folder {parent} does not exist; create it first.")
-    if not parent.is_dir():
-        raise DataFileError(
-            f"cannot write {output}: {parent} is a file, not a folder; choose another output path."
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataFileError(
-            f"cannot write {output}: no write permission in {parent}; choose another output path."
-        )
-    if output.exists() and not force:
-        raise DataFileError(f"{output} already exists; pass --force (force=True) to overwrite it.")
-
-
-def write_atomic(output: Path, write: Callable[[IO[bytes]], None], *, force: bool) -> None:
-    """Write through ``write(file)`` into a temporary file beside ``output``, then rename it into place.
-
-    An interrupted or failed write leaves no partial file; ``output`` changes only by the final rename.
-    """
-    check_output(output, force=force)
-    # Not tempfile.mkstemp: its files are private (0600); this one gets the usual umask permissions.
-    tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        file = open(tmp, "xb")  # closed by the with block below
-    except OSError as err:
-        raise DataFileError(f"cannot write {output}: {err.strerror}; choose another output path.") from err
-    try:
-        with file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        if output.exists() and not force:  # appeared while we were writing
-            raise DataFileError(f"{output} already exists; pass --force (force=True) to overwrite it.")
-        os.replace(tmp, output)
-    except OSError as err:
-        raise DataFileError(
-            f"cannot write {output}: {err.strerror or err}; check the disk and the folder."
-        ) from err
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def fingerprint(named_arrays: Iterable[tuple[str, np.ndarray]]) -> str:

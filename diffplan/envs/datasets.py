@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 import diffplan
-from diffplan.envs._files import SPLITS, check_output, fingerprint, sniff, write_atomic
+from diffplan._atomic import check_output, write_atomic
+from diffplan.envs._files import SPLITS, fingerprint, sniff
 from diffplan.envs._graph_file import GRAPH_FORMAT, GraphFile, graph_payload
 from diffplan.envs._grid_file import GRID_FORMAT, GridFile, grid_arrays, write_grid
 from diffplan.envs.actions import MECHANISM
