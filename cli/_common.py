@@ -12,6 +12,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_MANIFEST = Path("manifests/release_v1.yaml")
+DEFAULT_RELEASE_ROOT = Path("pretrained_models")
+DEFAULT_RUN_ROOT = Path("runs")
 
 ManifestOpt = Annotated[
     Path,

@@ -11,10 +11,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from diffplan.release.manifest import load_manifest
+from diffplan.errors import BadInputError
+from diffplan.release.manifest import ModelSpec, load_manifest
 from diffplan.training.parallel import train_in_parallel
 from diffplan.training.run import TrainOptions, TrainResult, train_model
-from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, ManifestOpt, ModelNamesOpt, console
+from diffplan_cli._common import (
+    DEFAULT_MANIFEST,
+    DEFAULT_RELEASE_ROOT,
+    DEFAULT_RUN_ROOT,
+    ForceOpt,
+    ManifestOpt,
+    ModelNamesOpt,
+    console,
+)
 
 
 def _percent(value: float | None) -> str:
@@ -42,6 +51,24 @@ def _results_table(results: list[TrainResult]) -> Table:
     return table
 
 
+def with_seed(entries: list[ModelSpec], seed: int, release_root: Path, run_root: Path) -> list[ModelSpec]:
+    """The entries with ``seed`` for a reproducibility rerun, which must not touch the release's files."""
+    shared = [
+        option
+        for option, path, default in (
+            ("--release-root", release_root, DEFAULT_RELEASE_ROOT),
+            ("--run-root", run_root, DEFAULT_RUN_ROOT),
+        )
+        if path.resolve() == default.resolve()
+    ]
+    if shared:
+        raise BadInputError(
+            f"--seed changes the release recipe, so its run must not use the release's folders: pass "
+            f"{' and '.join(shared)} of its own (e.g. reproducibility/seed43)."
+        )
+    return [entry.model_copy(update={"seed": seed}) for entry in entries]
+
+
 def train(
     manifest: ManifestOpt = DEFAULT_MANIFEST,
     only: ModelNamesOpt = None,
@@ -61,15 +88,22 @@ def train(
     wandb: Annotated[
         bool, typer.Option("--wandb", help="Also log to W&B (offline unless WANDB_MODE=online).")
     ] = False,
-    run_root: Annotated[Path, typer.Option(help="Folder for resumable run files and logs.")] = Path("runs"),
-    release_root: Annotated[Path, typer.Option(help="Folder of the release files.")] = Path(
-        "pretrained_models"
-    ),
+    run_root: Annotated[
+        Path, typer.Option(help="Folder for resumable run files and logs.")
+    ] = DEFAULT_RUN_ROOT,
+    release_root: Annotated[Path, typer.Option(help="Folder of the release files.")] = DEFAULT_RELEASE_ROOT,
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads for torch (1 is fastest on a busy 2-core machine).")
     ] = None,
     max_epochs: Annotated[
         int | None, typer.Option(min=1, help="Override every entry's epochs (quick trials).")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Train with this seed instead of the entry's (reproducibility reruns); needs its own "
+            "--release-root and --run-root."
+        ),
     ] = None,
     limit_maps: Annotated[
         int | None, typer.Option(min=1, help="Use only the first N maps of each split (smoke tests).")
@@ -85,6 +119,8 @@ def train(
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     spec = load_manifest(manifest)
     selected = spec.select(only)
+    if seed is not None:
+        selected = with_seed(selected, seed, release_root, run_root)
     parsed_devices: str | int | list[int] = devices
     if devices.isdigit():
         parsed_devices = int(devices)
@@ -132,6 +168,7 @@ def train(
                     progress.update(task, completed=epoch.epoch, status=status)
                     if not console.is_terminal:  # a log file gets one line per epoch instead of a live bar
                         console.print(f"{epoch.name} epoch {epoch.epoch}/{epoch.max_epochs}: {status}")
+                        console.file.flush()
 
                 results.append(train_model(entry, spec, options, report))
     console.print(_results_table(results))

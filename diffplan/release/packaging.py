@@ -26,6 +26,7 @@ from diffplan.errors import BadInputError, CheckFailedError, CheckpointError, Da
 from diffplan.release.manifest import Manifest
 from diffplan.release.metadata import read_info
 from diffplan.release.readme import render_quick_start, render_readme
+from diffplan.release.reproducibility import DEFAULT_RERUN_ROOT, collect_reruns
 from diffplan.release.validation import ValidationReport, validate_models
 
 SUMS_NAME = "SHA256SUMS"
@@ -142,12 +143,14 @@ def build_package(
     version: str = "1.0",
     allow_failing: bool = False,
     report: ValidationReport | None = None,
+    rerun_root: str | Path = DEFAULT_RERUN_ROOT,
 ) -> PackageResult:
     """Validate every model, regenerate README and guide, write SHA256SUMS and the two archives, verify them.
 
     Raises ``CheckFailedError`` (exit 1) when a model fails validation, unless ``allow_failing`` (then the
     README marks the failures), and when a written archive does not verify. ``report``: a validation
-    report already made for these models (otherwise one is made here).
+    report already made for these models (otherwise one is made here). ``rerun_root``: reproducibility
+    reruns (``reproducibility.collect_reruns``) reported in the README; not archived.
     """
     stem = archive_stem(version)
     release_root, dist_dir = Path(release_root), Path(dist_dir)
@@ -172,7 +175,8 @@ def build_package(
     infos = _read_infos(manifest, release_root)
     readme = release_root / "README.md"
     quick_start = release_root / "quick_start_guide.md"
-    atomic_write_text(readme, render_readme(manifest, infos, version, verdicts))
+    reruns = collect_reruns(manifest, release_root, rerun_root)
+    atomic_write_text(readme, render_readme(manifest, infos, version, verdicts, reruns))
     atomic_write_text(quick_start, render_quick_start(manifest, version))
 
     entries, members = [], []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from diffplan.release.manifest import Manifest, ModelSpec
+from diffplan.release.reproducibility import ModelReruns
 
 ALGORITHMS = {
     "VIN": "Value Iteration Network (Tamar et al., 2016): a convolutional encoder turns maze and goal into "
@@ -110,9 +111,11 @@ def render_readme(
     infos: dict[str, dict | None],
     version: str,
     verdicts: dict[str, list[str]] | None = None,
+    reruns: list[ModelReruns] | None = None,
 ) -> str:
     """The release README. ``infos``: metadata per model name (None when missing); ``verdicts``: the
-    names of the failed validation checks per model (empty list = passed), or None when not validated."""
+    names of the failed validation checks per model (empty list = passed), or None when not validated;
+    ``reruns``: the reproducibility reruns found (``collect_reruns``), shown in a section of their own."""
     sizes = " and ".join(f"{n}x{n}" for n in sorted({d.maze_size for d in manifest.datasets.values()}))
     test_sizes = " / ".join(str(n) for n in sorted({d.test_size for d in manifest.datasets.values()}))
     lines = [
@@ -209,6 +212,8 @@ def render_readme(
             f"{dataset.train_size}/{dataset.valid_size}/{dataset.test_size} maps, seed {dataset.seed}; "
             f"fingerprint {', '.join(f'`{f}`' for f in fingerprints)}"
         )
+    if reruns:
+        lines += ["", *_reproducibility_section(reruns)]
     lines += [
         "",
         "## Files and checksums",
@@ -371,3 +376,45 @@ def render_quick_start(manifest: Manifest, version: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _reproducibility_section(reruns: list[ModelReruns]) -> list[str]:
+    lines = [
+        "## Reproducibility",
+        "",
+        "Release models trained again from their manifest entry on this hardware, with the same seed "
+        "(does the recipe give the same model?) or other seeds (how much does the seed matter?). Spread "
+        "is over one run per seed: mean, sample standard deviation, and range.",
+        "",
+        "| Model | Run | Seed | Test accuracy | Success | Optimality | Epochs | Training (h) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model in reruns:
+        runs = ([model.release] if model.release else []) + model.reruns
+        for run in runs:
+            lines.append(
+                f"| {model.name} | {run.label} | {run.seed} | {_pct(run.accuracy)} | {_pct(run.success)} "
+                f"| {_pct(run.optimality)} | {run.epochs_run} | {run.training_hours:.2f} |"
+            )
+    lines.append("")
+    for model in reruns:
+        facts = []
+        if model.same_seed_gap is not None:
+            facts.append(f"same-seed retrain within {100 * model.same_seed_gap:.2f} points of the release")
+        if len(model.seed_runs) > 1:
+            for metric in ("accuracy", "success"):
+                mean, deviation, low, high = model.spread(metric)
+                facts.append(
+                    f"{metric} over {len(model.seed_runs)} seeds {_pct(mean)} +/- {100 * deviation:.2f} "
+                    f"(range {_pct(low)} to {_pct(high)})"
+                )
+        if model.other_recipe:
+            facts.append(f"left out, trained from another recipe: {', '.join(model.other_recipe)}")
+        if facts:
+            lines.append(f"- **{model.name}**: {'; '.join(facts)}.")
+    lines += [
+        "",
+        "Reruns are made with `diffplan train --only NAME [--seed S] --release-root reproducibility/<label> "
+        "--run-root runs/reproducibility/<label>` and kept under `reproducibility/` in the source tree.",
+    ]
+    return lines
