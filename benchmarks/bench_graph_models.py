@@ -1,7 +1,7 @@
-"""Training-step time and peak memory of the graph planners at their recommended release size.
+"""Training-step time and peak memory of the graph release models, at their manifest hyper-parameters.
 
     python -m benchmarks.bench_graph_models [--steps 10] [--batch-size 32] [--threads N] [--json]
-                                            [--runs MP-VIN_graph ...]
+                                            [--manifest manifests/release_v1.yaml] [--runs MP-VIN_graph ...]
 
 One training step is forward + optimal-set loss + backward + RMSprop step on a batch of 32 15x15 mazes
 of the release distribution as ``has_obstacle`` lattice graphs (7,200 nodes, 26,880 edges). Each
@@ -22,93 +22,42 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
+from rich.table import Table
 
-# Recommended release hyper-parameters (manifest entry name -> planner and constructor arguments).
-_MP = dict(k=30, l_h=16, l_q=8, mp_h=32, mp_q=16, readout_hidden=32)
-_SYM = dict(k=30, l_h=4, l_q=4, mp_h=4, mp_q=4, readout_hidden=4, group="d4")
-RELEASE_CONFIGS: dict[str, tuple[str, dict]] = {
-    "MP-VIN_graph": ("MP-VIN", _MP),
-    "Sym-MP-VIN_graph": ("Sym-MP-VIN", {**_SYM, "l_q": 6, "mp_q": 6}),
-    "GAT-VIN_graph": ("GAT-VIN", dict(k=30, l_h=16, l_q=8, heads=4, readout_hidden=32)),
-    "GCN-VIN-v2_graph": ("GCN-VIN-v2", dict(k=30, l_h=16, l_q=8, relations=4, readout_hidden=32)),
-    "MP-VIN_continuous": ("MP-VIN", {**_MP, "cont_action": True, "neighbour_skip": True}),
-    "Sym-MP-VIN_continuous": ("Sym-MP-VIN", {**_SYM, "cont_action": True, "no_equiv_policy": True}),
-}
+from benchmarks._common import (
+    DEFAULT_MANIFEST,
+    release_batch,
+    release_configs,
+    run_isolated,
+    select_runs,
+    table_console,
+)
+from diffplan.models import create_model
+from diffplan.training.losses import optimal_set_nll
+from diffplan.training.module import plan, scored_logits
+
 TRAIN_GRAPHS = 10_000
 
 
-def _batch(batch_size: int, size: int = 15) -> dict[str, torch.Tensor]:
-    """A training batch of release-distribution mazes as lattice graphs (random walls as a fallback)."""
-    rng = np.random.default_rng(0)
-    try:
-        from diffplan.envs.generator import generate_mazes
-        from diffplan.envs.graph import build_graph_split
-        from diffplan.training.batching import graph_batch
-
-        mazes, goal_cell = generate_mazes(batch_size, size, rng=rng)
-        batch = graph_batch(build_graph_split(mazes, goal_cell), torch.arange(batch_size))
-        return {
-            "x": batch["x"],
-            "edge_index": batch["edge_index"],
-            "batch": batch["batch"],
-            "optimal": batch["node_optimal"],
-            "scored": batch["node_dist"] > 0,
-        }
-    except ImportError:  # the environments and training packages are optional for this benchmark
-        cells = size * size
-        rows, cols = np.divmod(np.arange(cells), size)
-        x = np.zeros((batch_size * cells, 4), dtype=np.float32)
-        x[:, 0], x[:, 1] = np.tile(rows, batch_size), np.tile(cols, batch_size)
-        x[:, 3] = rng.random(batch_size * cells) < 0.4
-        x[np.arange(batch_size) * cells + cells // 2, 2:] = (1, 0)
-        edges = [
-            (rr * size + cc, r * size + c)
-            for r, c in zip(rows, cols, strict=True)
-            for rr, cc in ((r - 1, c), (r, c - 1), (r + 1, c), (r, c + 1))
-            if 0 <= rr < size and 0 <= cc < size
-        ]
-        lattice = torch.tensor(edges).T
-        edge_index = torch.cat([lattice + i * cells for i in range(batch_size)], dim=1)
-        optimal = torch.from_numpy(rng.random((batch_size * cells, 4)) < 0.4)
-        optimal[:, 0] |= ~optimal.any(dim=1)
-        return {
-            "x": torch.from_numpy(x),
-            "edge_index": edge_index,
-            "batch": torch.arange(batch_size).repeat_interleave(cells),
-            "optimal": optimal,
-            "scored": torch.from_numpy(x[:, 3] == 0),
-        }
-
-
-def _set_loss(logits: torch.Tensor, optimal: torch.Tensor, cont_action: bool) -> torch.Tensor:
-    """-log P(optimal set); a move vector scores the four moves by dot product (as training does)."""
-    if cont_action:
-        logits = logits @ torch.tensor([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]]).T
-    log_total = torch.logsumexp(logits, dim=-1)
-    return (log_total - torch.logsumexp(logits.masked_fill(~optimal, -1e9), dim=-1)).mean()
-
-
-def _measure(run: str, steps: int, batch_size: int, threads: int, queue: mp.Queue) -> None:
+def _measure(
+    run: str, planner: str, config: dict, steps: int, batch_size: int, threads: int, queue: mp.Queue
+) -> None:
     """Child process: build, warm up, time ``steps`` training steps, report through ``queue``."""
     if threads:
         torch.set_num_threads(threads)
-    from diffplan.models import create_model
-
-    planner, config = RELEASE_CONFIGS[run]
     torch.manual_seed(0)
-    batch = _batch(batch_size)
+    batch = release_batch("graph", batch_size)
     model = create_model(planner, **config)
     optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-    scored, cont_action = batch["scored"], bool(config.get("cont_action"))
+    cont_action = bool(config.get("cont_action"))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu = [], []
     for i in range(steps + 2):
         start, start_cpu = time.perf_counter(), time.process_time()
-        out = model(batch["x"], batch["edge_index"], batch["batch"])
-        loss = _set_loss(out.logits[scored], batch["optimal"][scored], cont_action)
+        loss = optimal_set_nll(*scored_logits(plan(model, batch, "graph"), batch, "graph", cont_action))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -134,22 +83,22 @@ def _measure(run: str, steps: int, batch_size: int, threads: int, queue: mp.Queu
     )
 
 
-def run(steps: int = 10, batch_size: int = 32, threads: int = 0, runs: list[str] | None = None) -> list[dict]:
-    """Measure the release configurations (all by default), each in a process of its own."""
-    ctx = mp.get_context("spawn")
-    results = []
-    for name in runs or list(RELEASE_CONFIGS):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_measure, args=(name, steps, batch_size, threads, queue))
-        proc.start()
-        results.append(queue.get())
-        proc.join()
-    return results
+def run(
+    manifest: Path = DEFAULT_MANIFEST,
+    steps: int = 10,
+    batch_size: int = 32,
+    threads: int = 0,
+    runs: list[str] | None = None,
+) -> list[dict]:
+    """Measure the manifest's graph entries (all by default), each in a process of its own."""
+    configs = release_configs(manifest, "graph")
+    jobs = [
+        (name, *configs[name], steps, batch_size, threads) for name in select_runs(configs, runs, manifest)
+    ]
+    return run_isolated(_measure, jobs)
 
 
 def _render(results: list[dict], batch_size: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     first = results[0]
     table = Table(
@@ -171,7 +120,7 @@ def _render(results: list[dict], batch_size: int) -> None:
             f"{r['epoch_s']:.0f}",
             f"{r['peak_rss_delta_mb']:.0f}",
         )
-    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
+    console = table_console()
     console.print(table)
     console.print(
         f"torch {torch.__version__}, {first['threads']} thread(s); epoch = median step x "
@@ -185,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per configuration")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--runs", nargs="+", choices=list(RELEASE_CONFIGS), help="configurations to measure")
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="release manifest to read")
+    parser.add_argument("--runs", nargs="+", help="graph entries of the manifest to measure (default: all)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    results = run(args.steps, args.batch_size, args.threads, args.runs)
+    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

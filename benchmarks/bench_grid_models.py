@@ -1,10 +1,10 @@
 """Training-step time and peak memory of the grid planners at release size.
 
-    python -m benchmarks.bench_grid_models [--steps 10] [--batch-size 32] [--threads N]
-                                           [--planners NAME ...] [--reference] [--json]
+    python -m benchmarks.bench_grid_models [--steps 10] [--batch-size 32] [--threads N] [--reference]
+                                           [--manifest manifests/release_v1.yaml] [--runs NAME ...] [--json]
 
-For each grid planner (release hyper-parameters below, l_h 150, l_q 40, batch 32 of 15x15 mazes of the
-release distribution) one training step is forward + set cross-entropy + backward + RMSprop step. Each
+For each grid entry of the manifest (its hyper-parameters; batch 32 of 15x15 mazes of the release
+distribution) one training step is forward + set cross-entropy + backward + RMSprop step. Each
 planner runs in a fresh process, so "peak memory" is the growth of that process's maximum resident set
 size (``resource.getrusage(...).ru_maxrss``) from just before the first step to the end: the memory a
 training step needs beyond the model and the batch. Besides wall-clock time the table gives the process
@@ -23,51 +23,28 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
+from rich.table import Table
 
-# Release hyper-parameters recommended for manifests/release_v1.yaml (see the grid planners' report).
-RELEASE_CONFIGS: dict[str, dict] = {
-    "VIN": dict(k=40, value_norm=True, gamma=0.9, wall_mask=True),
-    "SymVIN": dict(k=40, complete_basis=True, value_norm=True, gamma=0.9, wall_mask=True),
-    "DE-VIN": dict(gamma=0.9, wall_mask=True),
-    "DE-SymVIN": dict(gamma=0.9, wall_mask=True),
-}
+from benchmarks._common import (
+    DEFAULT_MANIFEST,
+    release_batch,
+    release_configs,
+    run_isolated,
+    select_runs,
+    table_console,
+)
+from diffplan.models import create_model, get_model_entry
+from diffplan.training.losses import optimal_set_nll
+from diffplan.training.module import scored_logits
+
 REFERENCE = "SymVIN (published computation)"
 # At initialisation the value kernel is zero and a DEQ converges in a few iterations, while trained DEQ
 # planners use all 50 (information crosses one cell per iteration; paths reach 78 cells). Time them at
 # that cost: tolerance 0 makes both solvers run max_iter iterations.
 DEQ_TIMING = dict(tol=0.0, backward_tol=0.0)
-
-
-def _batch(batch_size: int, size: int = 15) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mazes of the release distribution with their optimal-action sets (random mazes as a fallback)."""
-    rng = np.random.default_rng(0)
-    try:
-        from diffplan.envs.expert import expert_labels
-        from diffplan.envs.generator import generate_mazes, goal_maps
-
-        mazes, goal_cell = generate_mazes(batch_size, size, rng=rng)
-        goals = goal_maps(goal_cell, size, size)  # (B, 1, H, W)
-        optimal = expert_labels(mazes, goals)[1]
-    except ImportError:  # the environments package is optional for this benchmark
-        mazes = (rng.random((batch_size, size, size)) < 0.6).astype(np.float32)
-        goals = np.zeros((batch_size, 1, size, size), dtype=np.float32)
-        goals[:, 0, size // 2, size // 2] = mazes[:, size // 2, size // 2] = 1
-        optimal = rng.random((batch_size, 4, size, size)) < 0.5
-    return (
-        torch.as_tensor(mazes, dtype=torch.float32),
-        torch.as_tensor(goals, dtype=torch.float32).reshape(batch_size, 1, size, size),
-        torch.as_tensor(optimal, dtype=torch.bool),
-    )
-
-
-def _set_loss(logits: torch.Tensor, optimal: torch.Tensor) -> torch.Tensor:
-    """-log of the probability of the optimal-action set, over cells that have one."""
-    log_p = torch.log_softmax(logits, dim=1).masked_fill(~optimal, -1e9)
-    scored = optimal.any(dim=1)
-    return -torch.logsumexp(log_p, dim=1)[scored].mean()
 
 
 def _published_symvin(k: int) -> torch.nn.Module:
@@ -105,22 +82,22 @@ def _published_symvin(k: int) -> torch.nn.Module:
     return Published()
 
 
-def _measure(name: str, config: dict, steps: int, batch_size: int, threads: int, queue: mp.Queue) -> None:
+def _measure(
+    name: str, planner: str, config: dict, steps: int, batch_size: int, threads: int, queue: mp.Queue
+) -> None:
     """Child process: build, warm up, time ``steps`` training steps, report through ``queue``."""
     if threads:
         torch.set_num_threads(threads)
-    from diffplan.models import create_model
-
     torch.manual_seed(0)
-    maze, goal, optimal = _batch(batch_size)
-    model = _published_symvin(config["k"]) if name == REFERENCE else create_model(name, **config)
+    batch = release_batch("grid", batch_size)
+    model = _published_symvin(config["k"]) if name == REFERENCE else create_model(planner, **config)
     optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu_times, stats = [], [], []
     for i in range(steps + 2):
         start, cpu_start = time.perf_counter(), time.process_time()
-        out = model(maze, goal)
-        loss = _set_loss(out.logits, optimal)
+        out = model(batch["maze"], batch["goal"])
+        loss = optimal_set_nll(*scored_logits(out, batch, "grid", continuous=False))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -131,7 +108,8 @@ def _measure(name: str, config: dict, steps: int, batch_size: int, threads: int,
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put(
         {
-            "planner": name,
+            "run": name,
+            "planner": planner,
             "config": config,
             "parameters": sum(p.numel() for p in model.parameters()),
             "step_ms_median": 1000 * statistics.median(times),
@@ -145,41 +123,32 @@ def _measure(name: str, config: dict, steps: int, batch_size: int, threads: int,
 
 
 def run(
+    manifest: Path = DEFAULT_MANIFEST,
     steps: int = 10,
     batch_size: int = 32,
     threads: int = 0,
     reference: bool = False,
-    planners: list[str] | None = None,
+    runs: list[str] | None = None,
 ) -> list[dict]:
-    """Measure the grid planners (all by default; the published SymVIN too if ``reference``), each in a
-    process of its own."""
-    from diffplan.models import get_model_entry, list_models
-
-    names = planners or list_models(task="grid")
-    jobs = [
-        (name, {**RELEASE_CONFIGS.get(name, {}), **(DEQ_TIMING if get_model_entry(name).implicit else {})})
-        for name in names
-    ]
+    """Measure the manifest's grid entries (all by default; the published SymVIN computation too if
+    ``reference``, at the K of the manifest's SymVIN entry), each in a process of its own."""
+    configs = release_configs(manifest, "grid")
+    jobs = []
+    for name in select_runs(configs, runs, manifest):
+        planner, config = configs[name]
+        timing = DEQ_TIMING if get_model_entry(planner).implicit else {}
+        jobs.append((name, planner, {**config, **timing}, steps, batch_size, threads))
     if reference:
-        jobs.append((REFERENCE, {"k": RELEASE_CONFIGS["SymVIN"]["k"]}))
-    ctx = mp.get_context("spawn")
-    results = []
-    for name, config in jobs:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_measure, args=(name, config, steps, batch_size, threads, queue))
-        proc.start()
-        results.append(queue.get())
-        proc.join()
-    return results
+        symvin_k = next((c["k"] for p, c in configs.values() if p == "SymVIN" and "k" in c), 20)
+        jobs.append((REFERENCE, "SymVIN", {"k": symvin_k}, steps, batch_size, threads))
+    return run_isolated(_measure, jobs)
 
 
 def _render(results: list[dict], batch_size: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"Grid planners: one training step, batch {batch_size} of 15x15 (RMSprop)")
     for col in (
-        "planner",
+        "run",
         "config",
         "params",
         "step median (ms)",
@@ -188,7 +157,7 @@ def _render(results: list[dict], batch_size: int) -> None:
         "peak RSS +MB",
         "DEQ iters f/b",
     ):
-        table.add_column(col, justify="left" if col in ("planner", "config") else "right")
+        table.add_column(col, justify="left" if col in ("run", "config") else "right")
     for r in results:
         s = r["stats_mean"]
         iters = (
@@ -198,7 +167,7 @@ def _render(results: list[dict], batch_size: int) -> None:
         )
         config = ", ".join(f"{k}={v}" for k, v in r["config"].items())
         table.add_row(
-            r["planner"],
+            r["run"],
             config,
             f"{r['parameters']:,}",
             f"{r['step_ms_median']:.0f}",
@@ -207,9 +176,7 @@ def _render(results: list[dict], batch_size: int) -> None:
             f"{r['peak_rss_delta_mb']:.0f}",
             iters,
         )
-    console = Console()
-    if not console.is_terminal:  # piped to a file: do not wrap the table at 80 columns
-        console = Console(width=150)
+    console = table_console()
     console.print(table)
     console.print(
         f"torch {torch.__version__}, {results[0]['threads']} thread(s). Step: wall clock; CPU: process CPU "
@@ -224,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--reference", action="store_true", help="also time the published SymVIN computation")
-    parser.add_argument("--planners", nargs="+", help="grid planners to measure (default: all registered)")
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="release manifest to read")
+    parser.add_argument("--runs", nargs="+", help="grid entries of the manifest to measure (default: all)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    results = run(args.steps, args.batch_size, args.threads, args.reference, args.planners)
+    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.reference, args.runs)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

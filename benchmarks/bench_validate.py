@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -32,11 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("manifests/release_v1.yaml"))
     parser.add_argument("--release-root", type=Path, default=Path("pretrained_models"))
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test maps")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (validate's default: 1)")
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     console = Console()
     manifest = load_manifest(args.manifest)
     present = [s.name for s in manifest.models if ReleasePaths.of(s, args.release_root).checkpoint.is_file()]
@@ -46,12 +43,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     report = validate_models(
-        manifest, present, release_root=args.release_root, limit=args.limit, batch_size=args.batch_size
+        manifest,
+        present,
+        release_root=args.release_root,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        threads=args.threads,
     )
     total = time.perf_counter() - start  # includes loading the data sets once
 
     table = Table(
-        title=f"validate: {len(present)} models, {torch.get_num_threads()} threads, "
+        title=f"validate: {len(present)} models, {report.threads} thread(s), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     )
     for column in (

@@ -1,0 +1,31 @@
+"""The training benchmarks measure the manifest's own release configurations (smoke test, one step)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_graph_models, bench_grid_models
+from benchmarks._common import DEFAULT_MANIFEST, release_configs
+from diffplan.release.manifest import load_manifest
+
+
+def test_release_configs_are_the_manifest_entries():
+    manifest = load_manifest(DEFAULT_MANIFEST)
+    configs = {**release_configs(DEFAULT_MANIFEST, "grid"), **release_configs(DEFAULT_MANIFEST, "graph")}
+    assert list(configs) == [entry.name for entry in manifest.models]
+    for entry in manifest.models:
+        assert configs[entry.name] == (entry.algorithm, entry.model_args())
+
+
+def test_one_grid_and_one_graph_step_are_measured():
+    (grid,) = bench_grid_models.run(steps=1, batch_size=2, threads=1, runs=["DE-VIN_maze15"])
+    (graph,) = bench_graph_models.run(steps=1, batch_size=2, threads=1, runs=["GCN-VIN-v2_graph"])
+    for result in (grid, graph):
+        assert result["step_ms_median"] > 0 and result["parameters"] > 0
+    assert grid["config"]["tol"] == 0.0  # DEQ planners are timed with all their solver iterations
+    assert graph["config"]["relations"] == 4
+
+
+def test_an_unknown_entry_stops_with_the_names_to_choose_from():
+    with pytest.raises(SystemExit, match="choose from MP-VIN_graph"):
+        bench_graph_models.run(steps=1, runs=["VIN_maze15"])
