@@ -28,12 +28,10 @@ skipped, saying so. The library returns result objects; the CLI renders them.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import statistics
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,16 +39,15 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from diffplan._atomic import atomic_write_text
 from diffplan._threads import torch_threads
 from diffplan.envs import GridSplit, file_fingerprint, load_split
-from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
 from diffplan.errors import BadInputError, DataFileError, DiffplanError
-from diffplan.planning import PlanSettings, plan_batch, plan_maze, policy_of
+from diffplan.planning import PlanSettings, plan_maze, policy_of
+from diffplan.release._memory import TensorMemory
 from diffplan.release.checkpoint import load_model, model_from_record, read_release_checkpoint, sha256_file
+from diffplan.release.equivariance import equivariance_errors, policy_of_logits, relative_error
 from diffplan.release.manifest import Manifest, ModelSpec
 from diffplan.release.metadata import now_iso, read_info
 from diffplan.training.batching import make_batch
@@ -170,50 +167,6 @@ class ValidationReport:
         }
 
 
-class _TensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storage allocated (and still alive) during a block; inputs and weights excluded.
-
-    Works on any device, unlike ``torch.cuda.max_memory_allocated``: each op's new output storages are
-    counted until the last tensor viewing them is freed.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._refs: dict[int, tuple[int, int]] = {}
-        self._external: set[int] = set()
-
-    def _release(self, key: int) -> None:
-        count, size = self._refs[key]
-        if count == 1:
-            del self._refs[key]
-            self.live -= size
-        else:
-            self._refs[key] = (count - 1, size)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        for tensor in tree_leaves((args, kwargs)):
-            if isinstance(tensor, torch.Tensor):
-                key = tensor.untyped_storage().data_ptr()
-                if key not in self._refs:
-                    self._external.add(key)
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and not tensor.is_meta:
-                storage = tensor.untyped_storage()
-                key = storage.data_ptr()
-                if key == 0 or key in self._external:
-                    continue
-                count, size = self._refs.get(key, (0, storage.nbytes()))
-                if count == 0:
-                    self.live += size
-                    self.peak = max(self.peak, self.live)
-                self._refs[key] = (count + 1, size)
-                weakref.finalize(tensor, self._release, key)
-        return out
-
-
 class _Data:
     """Test splits and fingerprints, loaded once per file for all the models that share it."""
 
@@ -242,84 +195,6 @@ def _percent(value: float) -> str:
 
 def _short(digest: str | None) -> str:
     return f"{digest[:12]}..." if digest else "nothing"
-
-
-# --- the equivariance check ---------------------------------------------------------------------
-
-
-def _power(perm, times: int) -> list[int]:
-    result = list(range(4))
-    for _ in range(times):
-        result = [int(perm[a]) for a in result]
-    return result
-
-
-# name -> (spatial map of (..., H, W) tensors, action permutation new = perm[old], (dy, dx) matrix)
-_TRANSFORMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], list[int], list[list[int]]]] = {
-    "rot90": (lambda t: torch.rot90(t, 1, dims=(-2, -1)), _power(ROT90_ACTION_PERM, 1), [[0, -1], [1, 0]]),
-    "rot180": (lambda t: torch.rot90(t, 2, dims=(-2, -1)), _power(ROT90_ACTION_PERM, 2), [[-1, 0], [0, -1]]),
-    "rot270": (lambda t: torch.rot90(t, 3, dims=(-2, -1)), _power(ROT90_ACTION_PERM, 3), [[0, 1], [-1, 0]]),
-    "flip_lr": (lambda t: torch.flip(t, dims=(-1,)), list(FLIP_LR_ACTION_PERM), [[1, 0], [0, -1]]),
-    "flip_ud": (lambda t: torch.flip(t, dims=(-2,)), list(FLIP_UD_ACTION_PERM), [[-1, 0], [0, 1]]),
-}
-
-
-def transform_logits(logits: torch.Tensor, name: str) -> torch.Tensor:
-    """Where a symmetry sends grid-shaped policy outputs.
-
-    Discrete logits (B, 4, H, W): cells move with the map and action a becomes ``perm[a]`` (rot90 CCW:
-    a -> (a + 1) mod 4; flips swap W/E or N/S). Continuous vectors (B, 2, H, W) as (dy, dx) rotate with
-    the map: rot90 CCW sends (dy, dx) to (-dx, dy).
-    """
-    spatial, perm, matrix = _TRANSFORMS[name]
-    moved = spatial(logits)
-    if logits.shape[1] == 4:
-        inverse = [perm.index(c) for c in range(4)]
-        return moved[:, inverse]
-    return torch.einsum("ij,bjhw->bihw", torch.as_tensor(matrix, dtype=moved.dtype), moved)
-
-
-def _policy(logits: torch.Tensor) -> torch.Tensor:
-    # Discrete: action probabilities, so that masking sentinels (e.g. -1e4 logits) neither hide nor
-    # inflate errors. Continuous: the (dy, dx) vectors themselves.
-    return logits.softmax(dim=1) if logits.shape[1] == 4 else logits
-
-
-def _relative(error: torch.Tensor, reference: torch.Tensor) -> float:
-    return float(error.abs().max() / reference.abs().max().clamp_min(1e-12))
-
-
-def equivariance_errors(
-    model,
-    maze: torch.Tensor,
-    goal: torch.Tensor,
-    settings: PlanSettings,
-    dihedral: bool,
-    dtype: torch.dtype | None = None,
-) -> dict[str, dict[str, float]]:
-    """Relative errors ``max|f(g x) - g f(x)| / max|f(x)|`` of the policy and of the value map.
-
-    The policy is compared as action probabilities (discrete) or move vectors (continuous). ``dtype``:
-    run a copy of the model in this precision (float64 separates symmetry errors from float32
-    rounding, which long value-iteration loops amplify). Shapes: maze (B, H, W), goal (B, 1, H, W).
-    Returns {transform: {"policy": err, "values": err}}.
-    """
-    if dtype is not None:
-        model = copy.deepcopy(model).to(dtype)
-    base = plan_batch(model, maze, goal, settings)
-    base_policy = _policy(base.logits)
-    base_values = torch.nan_to_num(base.values, nan=0.0)
-    errors = {}
-    for name, (spatial, _, _) in _TRANSFORMS.items():
-        if name.startswith("flip") and not dihedral:
-            continue
-        out = plan_batch(model, spatial(maze), spatial(goal), settings)
-        expected_policy = _policy(transform_logits(base.logits, name))
-        errors[name] = {
-            "policy": _relative(_policy(out.logits) - expected_policy, base_policy),
-            "values": _relative(torch.nan_to_num(out.values, nan=0.0) - spatial(base_values), base_values),
-        }
-    return errors
 
 
 # --- one model ----------------------------------------------------------------------------------
@@ -539,7 +414,7 @@ class _ModelCheck:
 
     def _peak_memory_mb(self, split) -> float:
         batch = make_batch(split, [0])
-        with torch.no_grad(), _TensorMemory() as tracker:
+        with torch.no_grad(), TensorMemory() as tracker:
             output = plan(self.model, batch, self.spec.kind)
             del output
         return tracker.peak / 1e6
@@ -666,10 +541,10 @@ class _ModelCheck:
                 f"plan_maze returned actions of shape {tuple(result.actions.shape)}, expected {maze.shape}.",
             )
         reference = policy_of(output, batch, self.settings)
-        expected = _policy(reference.logits[:1])
-        policy_gap = _relative(_policy(result.logits[None]) - expected, expected)
+        expected = policy_of_logits(reference.logits[:1])
+        policy_gap = relative_error(policy_of_logits(result.logits[None]) - expected, expected)
         values = torch.nan_to_num(reference.values[0], nan=0.0)
-        value_gap = _relative(torch.nan_to_num(result.values, nan=0.0) - values, values)
+        value_gap = relative_error(torch.nan_to_num(result.values, nan=0.0) - values, values)
         from diffplan.models import get_model_entry
 
         implicit = get_model_entry(self.spec.algorithm).implicit

@@ -14,8 +14,9 @@ from diffplan.envs import generate_dataset, load_split
 from diffplan.errors import BadInputError
 from diffplan.planning import PlanSettings, plan_maze
 from diffplan.release.checkpoint import load_model, sha256_file
+from diffplan.release.equivariance import equivariance_errors, transform_logits
 from diffplan.release.manifest import load_manifest
-from diffplan.release.validation import CHECKS, equivariance_errors, transform_logits, validate_models
+from diffplan.release.validation import CHECKS, validate_models
 from diffplan.training.batching import make_batch
 from diffplan_cli.app import app
 
@@ -312,10 +313,10 @@ def test_a_plan_results_path_follows_the_policy_and_stops_where_it_gets_stuck():
 
 
 def test_peak_tensor_memory_counts_what_is_alive_at_once_and_not_the_inputs():
-    from diffplan.release.validation import _TensorMemory
+    from diffplan.release._memory import TensorMemory
 
     x = torch.zeros(1000)  # 4000 bytes, an input: not counted
-    with _TensorMemory() as tracker:
+    with TensorMemory() as tracker:
         a = x + 1  # 4000 bytes
         b = a * 2  # 4000 more, both alive
         del a
