@@ -4,7 +4,10 @@ batches of release-distribution mazes, one process per measurement, and a consol
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from diffplan.envs.graph import build_graph_split
 from diffplan.envs.splits import make_grid_split
 from diffplan.release.manifest import load_manifest
 from diffplan.training.batching import make_batch
+from diffplan.training.losses import optimal_set_nll
+from diffplan.training.module import plan, scored_logits
 
 DEFAULT_MANIFEST = Path("manifests/release_v1.yaml")
 
@@ -61,3 +66,36 @@ def run_isolated(measure: Callable[..., None], jobs: list[tuple]) -> list[dict]:
 def table_console() -> Console:
     """A console that does not wrap wide tables at 80 columns when the output goes to a file."""
     return Console(width=None if sys.stdout.isatty() else 170)
+
+
+def time_training_steps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str, steps: int
+) -> dict:
+    """Time ``steps`` RMSprop training steps (forward, optimal-set loss, backward, update) after two
+    warm-up steps. Returns medians and minimum in ms, peak-RSS growth in MB, and the mean of each of the
+    planner's ``stats`` (e.g. DEQ solver iterations)."""
+    continuous = kind == "graph" and bool(getattr(model, "config", {}).get("cont_action"))
+    optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times, cpu_times, stats = [], [], []
+    for step in range(steps + 2):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        output = plan(model, batch, kind)
+        loss = optimal_set_nll(*scored_logits(output, batch, kind, continuous))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step >= 2:  # the first two steps warm up allocators and kernels
+            times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+            stats.append(dict(output.stats))
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "step_ms_median": 1000 * statistics.median(times),
+        "step_ms_min": 1000 * min(times),
+        "cpu_ms_median": 1000 * statistics.median(cpu_times),
+        "peak_rss_delta_mb": (rss_after - rss_before) / 1024,  # ru_maxrss is in KiB on Linux
+        "stats_mean": {key: statistics.fmean(s.get(key, float("nan")) for s in stats) for key in stats[0]},
+        "threads": torch.get_num_threads(),
+    }

@@ -18,10 +18,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -34,10 +31,9 @@ from benchmarks._common import (
     run_isolated,
     select_runs,
     table_console,
+    time_training_steps,
 )
 from diffplan.models import create_model
-from diffplan.training.losses import optimal_set_nll
-from diffplan.training.module import plan, scored_logits
 
 TRAIN_GRAPHS = 10_000
 
@@ -51,34 +47,16 @@ def _measure(
     torch.manual_seed(0)
     batch = release_batch("graph", batch_size)
     model = create_model(planner, **config)
-    optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-    cont_action = bool(config.get("cont_action"))
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, cpu = [], []
-    for i in range(steps + 2):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        loss = optimal_set_nll(*scored_logits(plan(model, batch, "graph"), batch, "graph", cont_action))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if i >= 2:  # the first two steps warm up allocators and kernels
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    timing = time_training_steps(model, batch, "graph", steps)
     queue.put(
         {
             "run": run,
             "planner": planner,
             "config": config,
-            "parameters": sum(p.numel() for p in model.parameters()),
             "nodes": int(batch["x"].shape[0]),
             "edges": int(batch["edge_index"].shape[1]),
-            "step_ms_median": 1000 * statistics.median(times),
-            "step_ms_min": 1000 * min(times),
-            "cpu_ms_median": 1000 * statistics.median(cpu),
-            "epoch_s": statistics.median(times) * math.ceil(TRAIN_GRAPHS / batch_size),
-            "peak_rss_delta_mb": (rss_after - rss_before) / 1024,  # ru_maxrss is in KiB on Linux
-            "threads": torch.get_num_threads(),
+            "epoch_s": timing["step_ms_median"] / 1000 * math.ceil(TRAIN_GRAPHS / batch_size),
+            **timing,
         }
     )
 

@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,10 +32,9 @@ from benchmarks._common import (
     run_isolated,
     select_runs,
     table_console,
+    time_training_steps,
 )
 from diffplan.models import create_model, get_model_entry
-from diffplan.training.losses import optimal_set_nll
-from diffplan.training.module import scored_logits
 
 REFERENCE = "SymVIN (published computation)"
 # At initialisation the value kernel is zero and a DEQ converges in a few iterations, while trained DEQ
@@ -91,33 +87,12 @@ def _measure(
     torch.manual_seed(0)
     batch = release_batch("grid", batch_size)
     model = _published_symvin(config["k"]) if name == REFERENCE else create_model(planner, **config)
-    optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, cpu_times, stats = [], [], []
-    for i in range(steps + 2):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        out = model(batch["maze"], batch["goal"])
-        loss = optimal_set_nll(*scored_logits(out, batch, "grid", continuous=False))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if i >= 2:  # the first two steps warm up allocators and kernels
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
-            stats.append(dict(out.stats))
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put(
         {
             "run": name,
             "planner": planner,
             "config": config,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "step_ms_median": 1000 * statistics.median(times),
-            "step_ms_min": 1000 * min(times),
-            "step_cpu_ms_median": 1000 * statistics.median(cpu_times),
-            "peak_rss_delta_mb": (rss_after - rss_before) / 1024,  # ru_maxrss is in KiB on Linux
-            "stats_mean": {k: statistics.mean(s.get(k, float("nan")) for s in stats) for k in stats[0]},
-            "threads": torch.get_num_threads(),
+            **time_training_steps(model, batch, "grid", steps),
         }
     )
 
@@ -172,7 +147,7 @@ def _render(results: list[dict], batch_size: int) -> None:
             f"{r['parameters']:,}",
             f"{r['step_ms_median']:.0f}",
             f"{r['step_ms_min']:.0f}",
-            f"{r['step_cpu_ms_median']:.0f}",
+            f"{r['cpu_ms_median']:.0f}",
             f"{r['peak_rss_delta_mb']:.0f}",
             iters,
         )
