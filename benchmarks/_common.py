@@ -3,6 +3,7 @@ batches of release-distribution mazes, one process per measurement, and a consol
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import resource
 import statistics
@@ -25,6 +26,18 @@ from diffplan.training.losses import optimal_set_nll
 from diffplan.training.module import plan, scored_logits
 
 DEFAULT_MANIFEST = Path("manifests/release_v1.yaml")
+
+
+def training_arguments(description: str, kind: str) -> argparse.ArgumentParser:
+    """The options both training benchmarks take; ``kind`` ("grid"/"graph") names the entries measured."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per entry")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="release manifest to read")
+    parser.add_argument("--runs", nargs="+", help=f"{kind} entries of the manifest to measure (default: all)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
 
 
 def release_configs(manifest: Path, kind: str) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -14,7 +14,6 @@ of one epoch of 10,000 training graphs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing as mp
@@ -32,6 +31,7 @@ from benchmarks._common import (
     select_runs,
     table_console,
     time_training_steps,
+    training_arguments,
 )
 from diffplan.models import create_model
 
@@ -108,13 +108,7 @@ def _render(results: list[dict], batch_size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per configuration")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="release manifest to read")
-    parser.add_argument("--runs", nargs="+", help="graph entries of the manifest to measure (default: all)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser = training_arguments(__doc__.splitlines()[0], "graph")
     args = parser.parse_args(argv)
     results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs)
     if args.json:

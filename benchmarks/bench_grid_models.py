@@ -16,7 +16,6 @@ re-expanded and the reward re-convolved each step) for comparison on the same ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import sys
@@ -33,6 +32,7 @@ from benchmarks._common import (
     select_runs,
     table_console,
     time_training_steps,
+    training_arguments,
 )
 from diffplan.models import create_model, get_model_entry
 
@@ -161,14 +161,8 @@ def _render(results: list[dict], batch_size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per planner")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser = training_arguments(__doc__.splitlines()[0], "grid")
     parser.add_argument("--reference", action="store_true", help="also time the published SymVIN computation")
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="release manifest to read")
-    parser.add_argument("--runs", nargs="+", help="grid entries of the manifest to measure (default: all)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     results = run(args.manifest, args.steps, args.batch_size, args.threads, args.reference, args.runs)
     if args.json:
