@@ -26,6 +26,7 @@ from diffplan.errors import ManifestError, ModelNotFoundError
 
 TASK_KIND = {"GridWorld": "grid", "GraphWorld": "graph"}
 RELEASE_FOLDERS = ("grid", "graph", "continuous")
+NOT_RECIPE = ("target", "notes")  # entry fields that do not change what is trained
 
 
 class _Strict(BaseModel):
@@ -104,6 +105,16 @@ class ModelSpec(_Strict):
     def resolved(self) -> dict[str, Any]:
         """The entry as plain data (what ``configs/<name>_config.yaml`` stores)."""
         return self.model_dump(mode="json")
+
+
+def recipe_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The fields in which two resolved entries differ as training recipes, sorted.
+
+    ``target`` and ``notes`` are not part of the recipe: they are QA and prose, so editing them neither
+    retrains a model nor fails its release config check.
+    """
+    keys = (set(saved) | set(wanted)) - set(NOT_RECIPE)
+    return sorted(k for k in keys if saved.get(k) != wanted.get(k))
 
 
 class Manifest(_Strict):

@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffplan.errors import CheckpointError
-from diffplan.release.manifest import Manifest, ModelSpec
+from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
 from diffplan.release.metadata import read_info
 
 DEFAULT_RERUN_ROOT = Path("reproducibility")
 METRICS = ("accuracy", "success", "optimality")
-# Fields of a recorded recipe that a rerun may change without being a different recipe.
-RERUN_FREE_FIELDS = ("seed", "notes", "target")
 
 
 @dataclass(frozen=True)
@@ -89,10 +87,6 @@ def _scores(label: str, info: dict) -> RunScores:
     )
 
 
-def _recipe(config: dict) -> dict:
-    return {key: value for key, value in config.items() if key not in RERUN_FREE_FIELDS}
-
-
 def _read(path: Path) -> dict | None:
     try:
         return read_info(path)
@@ -120,12 +114,12 @@ def _model_reruns(spec: ModelSpec, release_root: Path, rerun_root: Path, labels:
     info_name = Path(spec.folder) / f"{spec.name}_info.json"
     release_info = _read(release_root / info_name)
     model = ModelReruns(spec.name, _scores("release", release_info) if release_info else None)
-    recipe = _recipe(spec.resolved())
+    recipe = {**spec.resolved(), "seed": None}  # a rerun may change the seed and stay the same recipe
     for label in labels:
         info = _read(rerun_root / label / info_name)
         if info is None:
             continue
-        if _recipe(info.get("training_config", {})) == recipe:
+        if not recipe_differences({**info.get("training_config", {}), "seed": None}, recipe):
             model.reruns.append(_scores(label, info))
         else:
             model.other_recipe.append(label)

@@ -48,7 +48,7 @@ from diffplan.planning import PlanSettings, plan_maze, policy_of
 from diffplan.release._memory import TensorMemory
 from diffplan.release.checkpoint import load_model, model_from_record, read_release_checkpoint, sha256_file
 from diffplan.release.equivariance import equivariance_errors, policy_of_logits, relative_error
-from diffplan.release.manifest import Manifest, ModelSpec
+from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
 from diffplan.release.metadata import now_iso, read_info
 from diffplan.training.batching import make_batch
 from diffplan.training.evaluate import evaluate
@@ -78,7 +78,6 @@ IMPLICIT_QUICK_START_TOLERANCE = 2e-2
 SAMPLE_MAPS = 8
 LATENCY_MAPS = 5
 RECORDED = ("accuracy", "success", "optimality")
-RECIPE_EXEMPT = ("target", "notes")
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 
@@ -310,9 +309,7 @@ class _ModelCheck:
         except yaml.YAMLError as err:
             return FAIL, f"{self.paths.config} is not readable YAML ({err.__class__.__name__})."
         wanted = self.spec.resolved()
-        differ = sorted(
-            k for k in set(saved) | set(wanted) if k not in RECIPE_EXEMPT and saved.get(k) != wanted.get(k)
-        )
+        differ = recipe_differences(saved, wanted)
         if differ:
             details = "; ".join(
                 f"{k}: release {saved.get(k)!r}, manifest {wanted.get(k)!r}" for k in differ[:3]

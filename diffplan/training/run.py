@@ -27,7 +27,7 @@ from diffplan._atomic import atomic_path, atomic_write_text
 from diffplan.envs import file_fingerprint, load_split
 from diffplan.errors import DataFileError, TrainingError
 from diffplan.release.checkpoint import save_release_checkpoint, sha256_file
-from diffplan.release.manifest import Manifest, ModelSpec
+from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
 from diffplan.release.metadata import hardware, library_versions, now_iso, write_info
 from diffplan.training.callbacks import EpochReport, EpochReportCallback, NanGuard, WallClock
 from diffplan.training.datamodule import PlannerDataModule
@@ -103,14 +103,16 @@ class TrainResult:
 
 
 def is_up_to_date(spec: ModelSpec, release_root: Path) -> bool:
-    """True when the release files exist and were trained from exactly this resolved entry."""
+    """True when the release files exist and were trained from this entry's recipe (notes and target
+    may have been edited since)."""
     paths = ReleasePaths.of(spec, release_root)
     if not paths.exist():
         return False
     try:
-        return yaml.safe_load(paths.config.read_text()) == spec.resolved()
+        saved = yaml.safe_load(paths.config.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return False
+    return not recipe_differences(saved, spec.resolved())
 
 
 @contextlib.contextmanager

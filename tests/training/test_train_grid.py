@@ -26,21 +26,19 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def train_into(tmp_path, manifest, name, *options):
+    """`diffplan train --only NAME` with run and release folders under ``tmp_path``."""
+    return cli(
+        "train", "--manifest", manifest, "--only", name,
+        "--run-root", tmp_path / "runs", "--release-root", tmp_path / "release", *options,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("algorithm", sorted(GRID_MODELS))
 def test_train_writes_release_files_that_reload_to_the_same_outputs(tmp_path, tiny_data, algorithm):
     name = f"{algorithm}_tiny"
     manifest = tiny_manifest(tmp_path, tiny_data, [grid_entry(name, algorithm, tiny_data)])
-    result = cli(
-        "train",
-        "--manifest",
-        manifest,
-        "--only",
-        name,
-        "--run-root",
-        tmp_path / "runs",
-        "--release-root",
-        tmp_path / "release",
-    )
+    result = train_into(tmp_path, manifest, name)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "release" / "grid"
     info = json.loads((folder / f"{name}_info.json").read_text())
@@ -64,19 +62,32 @@ def test_train_writes_release_files_that_reload_to_the_same_outputs(tmp_path, ti
         )
     # A second run with the same entry is skipped: the release files already match it.
     stamp = (folder / f"{name}.ckpt").stat().st_mtime_ns
-    again = cli(
-        "train",
-        "--manifest",
-        manifest,
-        "--only",
-        name,
-        "--run-root",
-        tmp_path / "runs",
-        "--release-root",
-        tmp_path / "release",
-    )
+    again = train_into(tmp_path, manifest, name)
     assert again.exit_code == 0 and "skipped" in again.output
     assert (folder / f"{name}.ckpt").stat().st_mtime_ns == stamp
+
+
+def test_editing_notes_or_target_keeps_a_model_and_changing_the_recipe_retrains_it(tmp_path, tiny_data):
+    entry = grid_entry("VIN_tiny", "VIN", tiny_data)
+    manifest = tiny_manifest(tmp_path, tiny_data, [entry])
+    assert train_into(tmp_path, manifest, "VIN_tiny").exit_code == 0
+    checkpoint = tmp_path / "release" / "grid" / "VIN_tiny.ckpt"
+    stamp = checkpoint.stat().st_mtime_ns
+
+    manifest = tiny_manifest(
+        tmp_path, tiny_data, [{**entry, "notes": "new words", "target": {"minimum": 0.01}}]
+    )
+    again = train_into(tmp_path, manifest, "VIN_tiny")
+    assert again.exit_code == 0 and "skipped" in again.output
+    assert checkpoint.stat().st_mtime_ns == stamp
+
+    manifest = tiny_manifest(tmp_path, tiny_data, [{**entry, "lr": 0.002}])
+    refused = train_into(tmp_path, manifest, "VIN_tiny")  # the earlier run is kept until asked
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert checkpoint.stat().st_mtime_ns == stamp
+    retrained = train_into(tmp_path, manifest, "VIN_tiny", "--force")
+    assert retrained.exit_code == 0 and "skipped" not in retrained.output, retrained.output
+    assert checkpoint.stat().st_mtime_ns != stamp
 
 
 def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_data):
