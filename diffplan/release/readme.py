@@ -33,6 +33,9 @@ ALGORITHMS = {
     "graph.",
 }
 
+# Symmetric planner -> its plain counterpart, compared on the same data in the README.
+PLAIN_COUNTERPART = {"SymVIN": "VIN", "DE-SymVIN": "DE-VIN", "Sym-MP-VIN": "MP-VIN"}
+
 QUICK_START_MAZE = (
     "###############",
     "#.#...........#",
@@ -73,6 +76,41 @@ Each metric is averaged per maze, then over the mazes of the test split. Release
 
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _degrees(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f} deg"
+
+
+def _symmetry_comparison(manifest: Manifest, infos: dict[str, dict | None]) -> list[str]:
+    """Each symmetric model beside its plain counterpart on the same data (both trained)."""
+    rows = []
+    for sym in manifest.models:
+        plain_algorithm = PLAIN_COUNTERPART.get(sym.algorithm)
+        plain = next(
+            (s for s in manifest.models if s.algorithm == plain_algorithm and Path(s.data) == Path(sym.data)),
+            None,
+        )
+        if plain is None or not infos.get(sym.name) or not infos.get(plain.name):
+            continue
+        a, b = infos[sym.name]["performance"], infos[plain.name]["performance"]
+        gap = {m: 100 * (a[f"test_{m}"] - b[f"test_{m}"]) for m in ("accuracy", "success")}
+        rows.append(
+            f"| {sym.name} vs {plain.name} | {_pct(a['test_accuracy'])} vs {_pct(b['test_accuracy'])} "
+            f"| {gap['accuracy']:+.2f} | {_pct(a['test_success'])} vs {_pct(b['test_success'])} "
+            f"| {gap['success']:+.2f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Symmetric planners beside their plain counterparts on the same test data (points; positive: "
+        "the symmetric model is better):",
+        "",
+        "| Pair | Accuracy | Difference | Success | Difference |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -129,8 +167,8 @@ def render_readme(
         "## Models",
         "",
         "| Model | Algorithm | Kind | Test accuracy | Target | Success | Optimality | Parameters | Size (MB) "
-        "| Training (h) | Validation |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Angle error | Training (h) | Validation |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for spec in manifest.models:
         info = infos.get(spec.name)
@@ -140,7 +178,8 @@ def render_readme(
             f"| {spec.name} | {spec.algorithm} | {spec.folder} | {_pct(perf.get('test_accuracy'))} "
             f"| > {_pct(spec.target.minimum)} | {_pct(perf.get('test_success'))} "
             f"| {_pct(perf.get('test_optimality'))} | {_num(stats.get('total_parameters'), ',')} "
-            f"| {_num(stats.get('file_size_mb'), '.3f')} | {_num(stats.get('training_time_hours'), '.2f')} "
+            f"| {_num(stats.get('file_size_mb'), '.3f')} | {_degrees(perf.get('test_angle_error_degrees'))} "
+            f"| {_num(stats.get('training_time_hours'), '.2f')} "
             f"| {_status(spec.name, verdicts, info)} |"
         )
     failing = [
@@ -159,9 +198,9 @@ def render_readme(
         f"Scores are on the test split of each model's data set ({test_sizes} mazes never seen in training). "
         "Kind: `grid` planners read the maze as an image; `graph` planners read the maze graph (every cell "
         "a node, 4-neighbour edges); `continuous` planners are graph planners that output a move vector.",
-        "",
-        "## The models one by one",
     ]
+    lines += _symmetry_comparison(manifest, infos)
+    lines += ["", "## The models one by one"]
     for spec in manifest.models:
         lines += ["", *_model_section(spec, infos.get(spec.name))]
     grid = next((s.name for s in manifest.models if s.kind == "grid"), manifest.models[0].name)

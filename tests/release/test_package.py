@@ -53,6 +53,11 @@ def test_package_writes_readme_guide_checksums_and_both_archives(packaged):
     info = json.loads(packaged.file("VIN_tiny", "_info.json").read_text())
     assert f"{100 * info['performance']['test_accuracy']:.2f}%" in readme
     assert "## Metrics" in readme and "## Reproducing the release" in readme and "passes" in readme
+    sym = json.loads(packaged.file("SymVIN_tiny", "_info.json").read_text())["performance"]
+    gap = 100 * (sym["test_accuracy"] - info["performance"]["test_accuracy"])
+    assert "| SymVIN_tiny vs VIN_tiny | " in readme and f"| {gap:+.2f} |" in readme
+    continuous = json.loads(packaged.file("MP-VIN_tiny_continuous", "_info.json").read_text())["performance"]
+    assert f"{continuous['test_angle_error_degrees']:.2f} deg" in readme
     sums = (packaged.release_root / SUMS_NAME).read_text().splitlines()
     listed = {line.split("  ", 1)[1] for line in sums}
     assert {
