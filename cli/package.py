@@ -10,7 +10,6 @@ from rich.table import Table
 
 from diffplan.release.manifest import load_manifest
 from diffplan.release.packaging import archive_stem, build_package, verify_archive
-from diffplan.release.reproducibility import DEFAULT_RERUN_ROOT
 from diffplan_cli._common import DEFAULT_MANIFEST, InferenceThreadsOpt, ManifestOpt, console
 from diffplan_cli.validate import ReleaseRootOpt, print_report, run_validation
 
@@ -44,10 +43,6 @@ def package(
     release_root: ReleaseRootOpt = Path("pretrained_models"),
     dist: Annotated[Path, typer.Option("--dist", help="Folder for the archives.")] = Path("dist"),
     threads: InferenceThreadsOpt = 1,
-    reruns: Annotated[
-        Path,
-        typer.Option("--reruns", help="Folder of reproducibility reruns for the README (not archived)."),
-    ] = DEFAULT_RERUN_ROOT,
 ) -> None:
     """Validate the release, write README, quick-start guide, SHA256SUMS and the .tar.gz and .zip archives."""
     if verify is not None:
@@ -65,7 +60,6 @@ def package(
         version=version,
         allow_failing=allow_failing,
         report=report,
-        rerun_root=reruns,
     )
     table = Table(title=f"Release v{result.version}")
     for column in ("archive", "size", "sha256", "verified"):

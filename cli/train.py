@@ -64,7 +64,7 @@ def with_seed(entries: list[ModelSpec], seed: int, release_root: Path, run_root:
     if shared:
         raise BadInputError(
             f"--seed changes the release recipe, so its run must not use the release's folders: pass "
-            f"{' and '.join(shared)} of its own (e.g. reproducibility/seed43)."
+            f"{' and '.join(shared)} of its own (e.g. pretrained_models/reproducibility/seed43)."
         )
     return [entry.model_copy(update={"seed": seed}) for entry in entries]
 

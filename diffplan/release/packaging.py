@@ -26,14 +26,22 @@ from diffplan.errors import BadInputError, CheckFailedError, CheckpointError, Da
 from diffplan.release.manifest import Manifest
 from diffplan.release.metadata import read_info
 from diffplan.release.readme import render_quick_start, render_readme
-from diffplan.release.reproducibility import DEFAULT_RERUN_ROOT, collect_reruns
+from diffplan.release.reproducibility import RERUN_FOLDER, collect_reruns
 from diffplan.release.validation import ValidationReport, validate_models
 
 SUMS_NAME = "SHA256SUMS"
 ARCHIVE_TOP = "pretrained_models"  # unpacking in a project folder restores the release layout
 FIXED_MTIME = 315532800  # 1980-01-01T00:00:00Z
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-RELEASE_CONTENT = ("README.md", "quick_start_guide.md", "grid", "graph", "continuous", "evaluation_results")
+RELEASE_CONTENT = (
+    "README.md",
+    "quick_start_guide.md",
+    "grid",
+    "graph",
+    "continuous",
+    "evaluation_results",
+    RERUN_FOLDER,
+)
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64})  (\S.*)$")
 
 
@@ -143,14 +151,15 @@ def build_package(
     version: str = "1.0",
     allow_failing: bool = False,
     report: ValidationReport | None = None,
-    rerun_root: str | Path = DEFAULT_RERUN_ROOT,
+    rerun_root: str | Path | None = None,
 ) -> PackageResult:
     """Validate every model, regenerate README and guide, write SHA256SUMS and the two archives, verify them.
 
     Raises ``CheckFailedError`` (exit 1) when a model fails validation, unless ``allow_failing`` (then the
     README marks the failures), and when a written archive does not verify. ``report``: a validation
     report already made for these models (otherwise one is made here). ``rerun_root``: reproducibility
-    reruns (``reproducibility.collect_reruns``) reported in the README; not archived.
+    reruns reported in the README (``reproducibility.collect_reruns``; default
+    ``<release_root>/reproducibility``, which the archives include).
     """
     stem = archive_stem(version)
     release_root, dist_dir = Path(release_root), Path(dist_dir)

@@ -453,7 +453,8 @@ def _reproducibility_section(reruns: list[ModelReruns]) -> list[str]:
             lines.append(f"- **{model.name}**: {'; '.join(facts)}.")
     lines += [
         "",
-        "Reruns are made with `diffplan train --only NAME [--seed S] --release-root reproducibility/<label> "
-        "--run-root runs/reproducibility/<label>` and kept under `reproducibility/` in the source tree.",
+        "Reruns are made with `diffplan train --only NAME [--seed S] --release-root "
+        "pretrained_models/reproducibility/<label> --run-root runs/reproducibility/<label>`; their "
+        "checkpoints and metadata are in `reproducibility/` beside this file.",
     ]
     return lines

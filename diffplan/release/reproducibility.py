@@ -2,15 +2,16 @@
 
 A rerun trains a release entry again into folders of its own, with the entry's seed or another one::
 
-    diffplan train --only VIN_maze15 \\
-        --release-root reproducibility/seed42 --run-root runs/reproducibility/seed42
-    diffplan train --only SymVIN_maze15 --seed 43 \\
-        --release-root reproducibility/seed43 --run-root runs/reproducibility/seed43
+    diffplan train --only VIN_maze15 --release-root pretrained_models/reproducibility/seed42 \\
+        --run-root runs/reproducibility/seed42
+    diffplan train --only SymVIN_maze15 --seed 43 --release-root pretrained_models/reproducibility/seed43 \\
+        --run-root runs/reproducibility/seed43
 
-Its metadata then lies at ``reproducibility/<label>/<folder>/<name>_info.json``. ``collect_reruns`` pairs
-each release model with its reruns; a rerun whose recipe differs from the manifest entry in anything but
-the seed is listed as such and left out of the statistics. ``diffplan package`` writes the result into the
-release README.
+Its metadata then lies at ``pretrained_models/reproducibility/<label>/<folder>/<name>_info.json``: the
+reruns ship with the release as the evidence for its README's reproducibility section.
+``collect_reruns`` pairs each release model with its reruns; a rerun whose recipe differs from the
+manifest entry in anything but the seed is listed as such and left out of the statistics.
+``diffplan package`` writes the result into the release README.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from diffplan.errors import CheckpointError
 from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
 from diffplan.release.metadata import read_info
 
-DEFAULT_RERUN_ROOT = Path("reproducibility")
+RERUN_FOLDER = "reproducibility"  # inside the release root
 METRICS = ("accuracy", "success", "optimality")
 
 
@@ -97,10 +98,12 @@ def _read(path: Path) -> dict | None:
 def collect_reruns(
     manifest: Manifest,
     release_root: str | Path = Path("pretrained_models"),
-    rerun_root: str | Path = DEFAULT_RERUN_ROOT,
+    rerun_root: str | Path | None = None,
 ) -> list[ModelReruns]:
-    """The release models that have at least one rerun under ``rerun_root``, in manifest order."""
-    release_root, rerun_root = Path(release_root), Path(rerun_root)
+    """The release models that have at least one rerun under ``rerun_root`` (default:
+    ``<release_root>/reproducibility``), in manifest order."""
+    release_root = Path(release_root)
+    rerun_root = release_root / RERUN_FOLDER if rerun_root is None else Path(rerun_root)
     labels = sorted(p.name for p in rerun_root.iterdir() if p.is_dir()) if rerun_root.is_dir() else []
     found = []
     for spec in manifest.models:
