@@ -34,25 +34,16 @@ from benchmarks._common import (
     training_arguments,
 )
 from diffplan.models import create_model
-from diffplan.models.graph import _geometry
 
 TRAIN_GRAPHS = 10_000
 
 
 def _measure(
-    run: str,
-    planner: str,
-    config: dict,
-    steps: int,
-    batch_size: int,
-    threads: int,
-    general_path: bool,
-    queue: mp.Queue,
+    run: str, planner: str, config: dict, steps: int, batch_size: int, threads: int, queue: mp.Queue
 ) -> None:
     """Child process: build, warm up, time ``steps`` training steps, report through ``queue``."""
     if threads:
         torch.set_num_threads(threads)
-    _geometry.DENSE_LATTICE = not general_path
     torch.manual_seed(0)
     batch = release_batch("graph", batch_size)
     model = create_model(planner, **config)
@@ -76,14 +67,11 @@ def run(
     batch_size: int = 32,
     threads: int = 0,
     runs: list[str] | None = None,
-    general_path: bool = False,
 ) -> list[dict]:
-    """Measure the manifest's graph entries (all by default), each in a process of its own;
-    ``general_path`` turns the dense lattice path off (see ``diffplan.models.graph._geometry``)."""
+    """Measure the manifest's graph entries (all by default), each in a process of its own."""
     configs = release_configs(manifest, "graph")
     jobs = [
-        (name, *configs[name], steps, batch_size, threads, general_path)
-        for name in select_runs(configs, runs, manifest)
+        (name, *configs[name], steps, batch_size, threads) for name in select_runs(configs, runs, manifest)
     ]
     return run_isolated(_measure, jobs)
 
@@ -121,11 +109,8 @@ def _render(results: list[dict], batch_size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = training_arguments(__doc__.splitlines()[0], "graph")
-    parser.add_argument(
-        "--general-path", action="store_true", help="gather/scatter message passing even on lattices"
-    )
     args = parser.parse_args(argv)
-    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs, args.general_path)
+    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

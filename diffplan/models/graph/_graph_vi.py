@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from diffplan.models.graph._geometry import LATTICE_OFFSETS, EdgeGeometry, LatticeLayout
+from diffplan.models.graph._geometry import EdgeGeometry
 
 
 class LayerWeights(NamedTuple):
@@ -50,7 +50,6 @@ class StepContext(NamedTuple):
     msg_dyn: Tensor  # (hidden, 2 * dynamic): the columns of W1 for [f_i^dynamic, f_j^dynamic]
     upd_pre: Tensor  # (V, hidden): U1 [f_i^static] + c1
     inv_degree: Tensor | None  # (V, 1) 1 / in-degree, for the neighbour-mean skip
-    lattice: LatticeLayout | None  # dense path: msg_pre is then (4, V, hidden), per neighbour slot
 
 
 class SplitMessagePassing(MessagePassing):
@@ -104,37 +103,25 @@ class SplitMessagePassing(MessagePassing):
     ) -> StepContext:
         w = self.weights() if weights is None else weights
         g, s, d = self.geo_dim, self.static_dim, self.in_dim
-        lattice = geo.lattice
-        # Static sender/receiver terms: node-level products first, then one gather (or shift) each.
-        node_i = f_static @ w.msg_w[:, g : g + s].T if s else None
-        node_j = f_static @ w.msg_w[:, g + d : g + d + s].T if s else None
-        if lattice is None:
-            msg_pre = F.linear(geo.rel, w.msg_w[:, :g], w.msg_b)
-            if s:
-                msg_pre = msg_pre + node_i.index_select(0, geo.dst) + node_j.index_select(0, geo.src)
-        else:
-            offsets = torch.tensor(LATTICE_OFFSETS, dtype=f_static.dtype, device=f_static.device)
-            msg_pre = F.linear(offsets, w.msg_w[:, :g], w.msg_b)[:, None, :]  # (4, 1, hidden)
-            if s:
-                msg_pre = msg_pre + node_i + lattice.neighbours(node_j)
+        msg_pre = F.linear(geo.rel, w.msg_w[:, :g], w.msg_b)
+        if s:
+            # Static sender/receiver terms: node-level products first, then one gather each.
+            node_i = f_static @ w.msg_w[:, g : g + s].T
+            node_j = f_static @ w.msg_w[:, g + d : g + d + s].T
+            msg_pre = msg_pre + node_i.index_select(0, geo.dst) + node_j.index_select(0, geo.src)
         upd_pre = F.linear(f_static, w.upd_w[:, :s], w.upd_b)
         msg_dyn = torch.cat([w.msg_w[:, g + s : g + d], w.msg_w[:, g + d + s :]], dim=1)
         inv_degree = None
         if self.neighbour_skip:
-            if lattice is None:
-                ones = f_static.new_ones(geo.dst.shape[0], 1)
-                degree = f_static.new_zeros(geo.num_nodes, 1).index_add_(0, geo.dst, ones)
-            else:
-                degree = lattice.present.sum(0)
+            ones = msg_pre.new_ones(geo.dst.shape[0], 1)
+            degree = msg_pre.new_zeros(geo.num_nodes, 1).index_add_(0, geo.dst, ones)
             inv_degree = 1 / degree.clamp_min(1)
-        return StepContext(w, geo.edge_index, msg_pre, msg_dyn, upd_pre, inv_degree, lattice)
+        return StepContext(w, geo.edge_index, msg_pre, msg_dyn, upd_pre, inv_degree)
 
     def step(self, ctx: StepContext, f_dynamic: Tensor | None = None) -> Tensor:
         w = ctx.weights
         s, d = self.static_dim, self.in_dim
-        if ctx.lattice is not None:
-            agg, upd_pre = self._dense_aggregate(ctx, f_dynamic)
-        elif f_dynamic is not None and self.dynamic_dim:
+        if f_dynamic is not None and self.dynamic_dim:
             # The dynamic features are few (1 for MP-VIN, |G| for Sym-MP-VIN): gathering them per edge
             # and expanding there keeps the backward scatter narrow.
             agg = self.propagate(ctx.edge_index, pre=ctx.msg_pre, f=f_dynamic, w_dyn=ctx.msg_dyn)
@@ -145,28 +132,11 @@ class SplitMessagePassing(MessagePassing):
         hidden = torch.relu(torch.addmm(upd_pre, agg, w.upd_w[:, d:].T))
         out = F.linear(hidden, w.out_w, w.out_b)
         if self.neighbour_skip and f_dynamic is not None:
-            if ctx.lattice is None:
-                src, dst = ctx.edge_index
-                total = torch.zeros_like(f_dynamic).index_add_(0, dst, f_dynamic[src])
-            else:
-                total = ctx.lattice.neighbours(f_dynamic).sum(0)  # zero outside the grid
-            mean = total * ctx.inv_degree
+            src, dst = ctx.edge_index
+            mean = torch.zeros_like(f_dynamic).index_add_(0, dst, f_dynamic[src]) * ctx.inv_degree
             blocks = out.view(out.shape[0], -1, self.dynamic_dim) + torch.sigmoid(self.beta) * mean[:, None]
             out = blocks.flatten(1)
         return out
-
-    def _dense_aggregate(self, ctx: StepContext, f_dynamic: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The lattice path of ``step``: the same sum of messages over a node's neighbours, as a sum
-        over the 4 neighbour slots. Returns the aggregate (V, hidden) and the update's static part."""
-        lattice, pre = ctx.lattice, ctx.msg_pre
-        upd_pre = ctx.upd_pre
-        if f_dynamic is not None and self.dynamic_dim:
-            s, d, dyn = self.static_dim, self.in_dim, self.dynamic_dim
-            dyn_i = f_dynamic @ ctx.msg_dyn[:, :dyn].T
-            dyn_j = f_dynamic @ ctx.msg_dyn[:, dyn:].T
-            pre = pre + dyn_i + lattice.neighbours(dyn_j)
-            upd_pre = torch.addmm(upd_pre, f_dynamic, ctx.weights.upd_w[:, s:d].T)
-        return (torch.relu(pre) * lattice.present).sum(0), upd_pre
 
     def message(self, pre: Tensor, f_i: Tensor | None, f_j: Tensor | None, w_dyn: Tensor | None) -> Tensor:
         if f_i is None:
