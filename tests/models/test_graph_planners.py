@@ -122,7 +122,7 @@ class TestEveryGraphPlanner:
     def test_state_dict_round_trip_and_config_rebuild(self, name, cont_action):
         model = build(name, cont_action).eval()
         x, edge_index = lattice_graph(MAZE, GOAL)
-        assert all(isinstance(v, (int, float, str, bool)) for v in model.config.values())
+        assert all(v is None or isinstance(v, (int, float, str, bool)) for v in model.config.values())
         buffer = io.BytesIO()
         torch.save({"name": name, "config": model.config, "state_dict": model.state_dict()}, buffer)
         buffer.seek(0)
@@ -285,3 +285,26 @@ def test_parameter_counts_of_the_default_configs():
     counts = {name: n_params(create_model(name)) for name in GRAPH_MODELS}
     print("graph planner parameters (defaults):", counts)
     assert all(0 < c < 200_000 for c in counts.values())  # far below the 10 MB checkpoint limit
+
+
+@pytest.mark.parametrize("name", ["GAT-VIN", "GCN-VIN-v2"])
+def test_a_value_bound_keeps_values_finite_where_unbounded_ones_blow_up(name):
+    """With the weights on v far above 1, K steps of unbounded value iteration grow geometrically; the
+    bound keeps every step's growth below ``value_bound``, so values stay near the reward scale."""
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    values = {}
+    for bound in (None, 0.9):
+        model = build(name, k=60, value_bound=bound).eval()
+        with torch.no_grad():
+            model.q.lin.weight[:, 1] = 5.0  # every Q channel amplifies v
+            values[bound] = model(x, edge_index).values.abs().max().item()
+        clone = create_model(name, **model.config)
+        clone.load_state_dict(model.state_dict(), strict=True)
+        assert clone.config["value_bound"] == bound
+    assert not values[None] < 1e6  # huge, or overflowed to inf/nan
+    assert values[0.9] < 1e3
+
+
+def test_a_value_bound_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="value bound"):
+        build("GCN-VIN-v2", value_bound=1.5)

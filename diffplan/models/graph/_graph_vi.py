@@ -174,6 +174,42 @@ class RelMessagePassing(SplitMessagePassing):
         )
 
 
+class BoundedValueLinear(nn.Module):
+    """A bias-free linear map over ``[r, v]`` whose weights on v (column ``column``) are squashed into
+    (-bound, bound) by ``bound * tanh(w / bound)``; the other columns are free. State-dict key: ``weight``
+    (the raw weights), as for the ``Linear`` it replaces."""
+
+    def __init__(self, weight: Tensor, column: int, bound: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.column, self.bound = column, bound
+
+    def reset_parameters(self) -> None:  # called by the PyG layer that owns it
+        nn.init.xavier_uniform_(self.weight)
+
+    def bounded_weight(self) -> Tensor:
+        w, c = self.weight, self.column
+        squashed = self.bound * torch.tanh(w[:, c : c + 1] / self.bound)
+        return torch.cat([w[:, :c], squashed, w[:, c + 1 :]], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.bounded_weight())
+
+
+def bound_value_weight(layer: nn.Module, column: int, bound: float) -> None:
+    """Keep the weights that carry v into ``layer`` (a PyG conv whose ``lin`` maps [r, v]) inside
+    (-bound, bound), bound < 1.
+
+    For a Q layer that averages its neighbours' ``W [r, v]`` (attention or normalised edge weights summing
+    to 1 per receiver), this makes ``v -> max_c q_c`` grow by at most ``bound`` per step, so values stay
+    bounded over any number of steps; unbounded, GAT-VIN and GCN-VIN-v2 release runs diverged after
+    their best epoch (training loss 0.01 -> 1e3 within an epoch).
+    """
+    if not 0.0 < bound < 1.0:
+        raise ValueError(f"value bound must lie in (0, 1), got {bound}")
+    layer.lin = BoundedValueLinear(layer.lin.weight, column, bound)
+
+
 def value_iteration(
     step: Callable[[Tensor], Tensor], reduce: Callable[[Tensor], Tensor], v0: Tensor, k: int
 ) -> tuple[Tensor, Tensor, float]:

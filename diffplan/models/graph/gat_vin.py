@@ -27,7 +27,7 @@ from diffplan.errors import BadInputError
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
-from diffplan.models.graph._graph_vi import value_iteration
+from diffplan.models.graph._graph_vi import bound_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
 
 
@@ -65,6 +65,8 @@ class GATVIN(nn.Module):
         heads: attention heads of the Q layer.
         readout_hidden: hidden width of the neighbour-scoring MLP (and of the reward MLP).
         cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
+        value_bound: keep the Q layer's weights on v inside (-value_bound, value_bound), < 1, so values
+            cannot diverge (``_graph_vi.bound_value_weight``); None: unbounded, as published.
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -79,6 +81,7 @@ class GATVIN(nn.Module):
         heads: int = 4,
         readout_hidden: int = 32,
         cont_action: bool = False,
+        value_bound: float | None = None,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -91,6 +94,8 @@ class GATVIN(nn.Module):
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
         self.q = _StaticEdgeGATConv(2, l_q // heads, heads=heads)
         self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
+        if value_bound is not None:
+            bound_value_weight(self.q, column=1, bound=value_bound)  # q's input is [r, v]
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> PlanOutput:
         check_graph_inputs("GAT-VIN", x, edge_index)
