@@ -11,6 +11,10 @@ import torch
 from diffplan.envs.actions import FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
 from diffplan.planning import PlanSettings, plan_batch
 
+# A float64 equivariance check solves deep-equilibrium planners far below the 1e-4 threshold it applies.
+FIXED_POINT_TOL = 1e-10
+FIXED_POINT_MAX_ITER = 500
+
 
 def _power(perm, times: int) -> list[int]:
     result = list(range(4))
@@ -68,11 +72,14 @@ def equivariance_errors(
 
     The policy is compared as action probabilities (discrete) or move vectors (continuous). ``dtype``:
     run a copy of the model in this precision (float64 separates symmetry errors from float32
-    rounding, which long value-iteration loops amplify). Shapes: maze (B, H, W), goal (B, 1, H, W).
+    rounding, which long value-iteration loops amplify; implicit planners are then also solved to
+    ``FIXED_POINT_TOL``). Shapes: maze (B, H, W), goal (B, 1, H, W).
     Returns {transform: {"policy": err, "values": err}}.
     """
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)
+        if hasattr(model, "set_forward_solve"):  # implicit planners: solve to the precision checked
+            model.set_forward_solve(tol=FIXED_POINT_TOL, max_iter=FIXED_POINT_MAX_ITER)
     base = plan_batch(model, maze, goal, settings)
     base_policy = policy_of_logits(base.logits)
     base_values = torch.nan_to_num(base.values, nan=0.0)

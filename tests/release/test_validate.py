@@ -343,3 +343,30 @@ def test_a_quick_start_that_builds_the_graph_differently_fails_its_check(release
     )
     quick_start = report.models[0].check("quick_start")
     assert quick_start.status == "fail" and "builds the planner's input differently" in quick_start.message
+
+
+def test_the_symmetry_check_solves_implicit_planners_to_its_own_precision(tmp_path, monkeypatch):
+    """The float64 copy of a deep-equilibrium planner is solved to FIXED_POINT_TOL, so the check measures
+    the fixed point's symmetry, not where a loose solver stopped; the model itself is left as it was."""
+    from diffplan.models import create_model
+    from diffplan.release import equivariance
+
+    torch.manual_seed(0)
+    model = create_model("DE-SymVIN", l_h=2, l_q=2, tol=1e-2, max_iter=5).eval()
+    path = tmp_path / "sym.npz"
+    generate_dataset("grid", path, maze_size=7, train_size=2, valid_size=2, test_size=2, seed=1)
+    split = load_split(path, "test")
+    solved_with, real_plan = [], equivariance.plan_batch
+
+    def recording_plan(planner, *args, **kwargs):
+        solved_with.append((planner._deq["tol"], planner._deq["max_iter"]))
+        return real_plan(planner, *args, **kwargs)
+
+    monkeypatch.setattr(equivariance, "plan_batch", recording_plan)
+    errors = equivariance_errors(
+        model, split.maze[:2], split.goal[:2], PlanSettings("grid", True), True, torch.float64
+    )
+    assert max(e for transform in errors.values() for e in transform.values()) < 1e-4
+    tight = (equivariance.FIXED_POINT_TOL, equivariance.FIXED_POINT_MAX_ITER)
+    assert solved_with and all(settings == tight for settings in solved_with)
+    assert (model._deq["tol"], model._deq["max_iter"]) == (1e-2, 5)

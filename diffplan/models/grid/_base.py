@@ -170,5 +170,15 @@ class EquilibriumSolve:
             backward_max_iter=check_int("backward_max_iter", backward_max_iter),
         )
 
+    def set_forward_solve(self, *, tol: float, max_iter: int) -> None:
+        """Solve the fixed point to ``tol`` in at most ``max_iter`` iterations from now on.
+
+        Release QA uses it on a float64 copy: the symmetry of the fixed point should be measured, not the
+        point where the solver stopped (at the trained ``tol`` of 1e-4 the outputs of a rotated maze can
+        differ by about that much, whatever the planner's symmetry).
+        """
+        self._deq["tol"] = float(tol)
+        self._deq["max_iter"] = check_int("max_iter", max_iter)
+
     def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
         return fixed_point(step, v0, f_detached=step.detached(), stats=stats, **self._deq)
