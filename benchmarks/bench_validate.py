@@ -1,7 +1,7 @@
 """Time `diffplan validate` over the release models that are present, and print a table.
 
     python benchmarks/bench_validate.py                      # manifests/release_v1.yaml, ./pretrained_models
-    python benchmarks/bench_validate.py --manifest M --release-root DIR --limit 500 --threads 2
+    python benchmarks/bench_validate.py --manifest M --release-root DIR --limit 500 --threads 2 --jobs 1
 
 Models whose checkpoint is missing are listed as absent and not timed. The release budget is 2 minutes
 for all ten models on a 2-core CPU machine (DESIGN: `validate --all`).
@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from diffplan._threads import available_cores
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import validate_models
 from diffplan.training.run import ReleasePaths
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test maps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (validate's default: 1)")
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="models validated at once (validate's default: one per core)"
+    )
     args = parser.parse_args(argv)
     console = Console()
     manifest = load_manifest(args.manifest)
@@ -49,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         batch_size=args.batch_size,
         threads=args.threads,
+        jobs=available_cores() if args.jobs is None else args.jobs,
     )
     total = time.perf_counter() - start  # includes loading the data sets once
 
     table = Table(
-        title=f"validate: {len(present)} models, {report.threads} thread(s), "
+        title=f"validate: {len(present)} models, {report.jobs} job(s) of {report.threads} thread(s), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     )
     for column in (

@@ -35,3 +35,12 @@ InferenceThreadsOpt = Annotated[
         help="CPU threads for torch inference; 1 gives the steadiest latency on a shared 2-core machine.",
     ),
 ]
+ValidationJobsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        min=1,
+        help="Validate this many models at once, one single-threaded process each "
+        "(default: one per CPU core).",
+    ),
+]

@@ -10,7 +10,13 @@ from rich.table import Table
 
 from diffplan.release.manifest import load_manifest
 from diffplan.release.packaging import archive_stem, build_package, verify_archive
-from diffplan_cli._common import DEFAULT_MANIFEST, InferenceThreadsOpt, ManifestOpt, console
+from diffplan_cli._common import (
+    DEFAULT_MANIFEST,
+    InferenceThreadsOpt,
+    ManifestOpt,
+    ValidationJobsOpt,
+    console,
+)
 from diffplan_cli.validate import ReleaseRootOpt, print_report, run_validation
 
 
@@ -43,6 +49,7 @@ def package(
     release_root: ReleaseRootOpt = Path("pretrained_models"),
     dist: Annotated[Path, typer.Option("--dist", help="Folder for the archives.")] = Path("dist"),
     threads: InferenceThreadsOpt = 1,
+    jobs: ValidationJobsOpt = None,
 ) -> None:
     """Validate the release, write README, quick-start guide, SHA256SUMS and the .tar.gz and .zip archives."""
     if verify is not None:
@@ -50,7 +57,7 @@ def package(
         return
     archive_stem(version)  # a bad version is refused before any work
     spec = load_manifest(manifest)
-    report = run_validation(spec, None, release_root, threads=threads)
+    report = run_validation(spec, None, release_root, threads=threads, jobs=jobs)
     if not report.passed:
         print_report(report)
     result = build_package(

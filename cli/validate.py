@@ -11,10 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from diffplan._atomic import atomic_write_text
+from diffplan._threads import available_cores
 from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import FAIL, ValidationReport, validate_models, write_results
-from diffplan_cli._common import DEFAULT_MANIFEST, InferenceThreadsOpt, ManifestOpt, console
+from diffplan_cli._common import (
+    DEFAULT_MANIFEST,
+    InferenceThreadsOpt,
+    ManifestOpt,
+    ValidationJobsOpt,
+    console,
+)
 
 ReleaseRootOpt = Annotated[Path, typer.Option("--release-root", help="Folder of the release files.")]
 
@@ -72,11 +79,17 @@ def print_report(report: ValidationReport) -> None:
                     soft_wrap=True,
                 )
     verdict = "[green]all checks passed[/]" if report.passed else "[red]some checks failed[/]"
-    console.print(f"{len(report.models)} model(s) validated in {report.seconds:.1f} s: {verdict}.")
+    processes = f", {report.jobs} at a time" if report.jobs > 1 else ""
+    console.print(
+        f"{len(report.models)} model(s) validated in {report.seconds:.1f} s{processes}: {verdict}.",
+        highlight=False,
+    )
 
 
-def run_validation(manifest, names, release_root, data=None, limit=None, threads=1) -> ValidationReport:
-    """Validate with a progress bar (shared with `package`)."""
+def run_validation(
+    manifest, names, release_root, data=None, limit=None, threads=1, jobs=None
+) -> ValidationReport:
+    """Validate with a progress bar (shared with `package`); ``jobs`` None: one process per CPU core."""
     with Progress(
         TextColumn("[bold]validate"),
         BarColumn(),
@@ -98,6 +111,7 @@ def run_validation(manifest, names, release_root, data=None, limit=None, threads
             data=data,
             limit=limit,
             threads=threads,
+            jobs=available_cores() if jobs is None else jobs,
             progress=report,
         )
         progress.update(task, completed=len(result.models))
@@ -118,6 +132,7 @@ def validate(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N test maps.")] = None,
     threads: InferenceThreadsOpt = 1,
+    jobs: ValidationJobsOpt = None,
 ) -> None:
     """Check trained release models: files, checksums, safe loading, scores against targets, symmetry."""
     if not names and not all_models:
@@ -129,7 +144,7 @@ def validate(
             f"folder {json_path.parent} for --json does not exist; create it or choose another path."
         )
     spec = load_manifest(manifest)
-    report = run_validation(spec, names, release_root, data, limit, threads)
+    report = run_validation(spec, names, release_root, data, limit, threads, jobs)
     written = write_results(report, release_root)
     print_report(report)
     console.print(f"Results stored in {written[-1].parent}/", highlight=False)

@@ -27,7 +27,7 @@ from diffplan.release.manifest import Manifest
 from diffplan.release.metadata import read_info
 from diffplan.release.readme import render_quick_start, render_readme
 from diffplan.release.reproducibility import RERUN_FOLDER, collect_reruns
-from diffplan.release.validation import ValidationReport, validate_models
+from diffplan.release.validation import ValidationReport, results_describe, validate_models, write_results
 
 SUMS_NAME = "SHA256SUMS"
 ARCHIVE_TOP = "pretrained_models"  # unpacking in a project folder restores the release layout
@@ -157,7 +157,9 @@ def build_package(
 
     Raises ``CheckFailedError`` (exit 1) when a model fails validation, unless ``allow_failing`` (then the
     README marks the failures), and when a written archive does not verify. ``report``: a validation
-    report already made for these models (otherwise one is made here). ``rerun_root``: reproducibility
+    report already made for these models (otherwise one is made here); its results are stored under
+    ``evaluation_results/`` (and so archived) unless the stored ones already record the same outcome
+    (``validation.results_describe``). ``rerun_root``: reproducibility
     reruns reported in the README (``reproducibility.collect_reruns``; default
     ``<release_root>/reproducibility``, which the archives include).
     """
@@ -181,6 +183,10 @@ def build_package(
             f"--allow-failing to ship them marked as failing in the README."
         )
     verdicts = {m.name: [c.name for c in m.failed] for m in report.models}
+    # The archive ships what this validation found, never a stale or partial (--limit, --data) run's
+    # results; results that already say the same are kept, so repackaging stays byte-identical.
+    if not results_describe(report, release_root):
+        write_results(report, release_root)
     infos = _read_infos(manifest, release_root)
     readme = release_root / "README.md"
     quick_start = release_root / "quick_start_guide.md"

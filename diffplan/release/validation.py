@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,7 @@ class ValidationReport:
     seconds: float = 0.0
     created_date: str = ""
     threads: int = 1
+    jobs: int = 1
 
     @property
     def passed(self) -> bool:
@@ -162,6 +165,7 @@ class ValidationReport:
             "limit": self.limit,
             "seconds": self.seconds,
             "threads": self.threads,
+            "jobs": self.jobs,
             "models": [m.to_dict() for m in self.models],
         }
 
@@ -583,6 +587,7 @@ def validate_models(
     limit: int | None = None,
     batch_size: int = 250,
     threads: int | None = 1,
+    jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ValidationReport:
     """Validate the named models of ``manifest`` (all when ``names`` is empty).
@@ -591,12 +596,19 @@ def validate_models(
         release_root: the folder holding ``grid/``, ``graph/``, ``continuous/``.
         data: score on this data set's test split instead of each model's own.
         limit: score only the first ``limit`` test maps.
-        threads: torch CPU threads for inference and latency (``None``: torch's setting); restored after.
-        progress: called with (model name, index, total) before each model.
+        threads: torch CPU threads per model for inference and latency (``None``: torch's setting);
+            restored after.
+        jobs: validate this many models at once, each in a process of its own (see
+            :func:`_validate_in_processes`); 1 validates them one after the other in this process.
+        progress: called with (model name, models done, total) when a model starts (one job) or has
+            finished (several jobs).
 
     Raises ``ModelNotFoundError`` / ``DataFileError`` / ``BadInputError`` (exit 2) before any work.
+    The report lists the models in manifest order, whatever order they finished in.
     """
     start = time.perf_counter()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise BadInputError(f"jobs must be a positive number of processes, got {jobs!r}.")
     specs = manifest.select(names)
     data_path = Path(data) if data is not None else None
     _check_inputs(specs, manifest, data_path, limit)
@@ -609,14 +621,23 @@ def validate_models(
                 f"--data {data_path} is a {kind} data set, but {', '.join(wrong)} "
                 f"{'is' if len(wrong) == 1 else 'are'} not {kind} planners; name {kind} models only."
             )
-    results = []
+    arguments = dict(
+        manifest=manifest,
+        release_root=Path(release_root),
+        data_override=data_path,
+        limit=limit,
+        batch_size=batch_size,
+    )
+    jobs = min(jobs, len(specs))
     with torch_threads(threads) as used_threads:
-        for index, spec in enumerate(specs):
-            if progress is not None:
-                progress(spec.name, index, len(specs))
-            results.append(
-                _ModelCheck(spec, manifest, Path(release_root), cache, data_path, limit, batch_size).run()
-            )
+        if jobs > 1:
+            results = _validate_in_processes(specs, arguments, threads, jobs, progress)
+        else:
+            results = []
+            for index, spec in enumerate(specs):
+                if progress is not None:
+                    progress(spec.name, index, len(specs))
+                results.append(_ModelCheck(spec, data=cache, **arguments).run())
     return ValidationReport(
         results,
         str(data_path) if data_path else None,
@@ -624,7 +645,99 @@ def validate_models(
         time.perf_counter() - start,
         now_iso(),
         used_threads,
+        max(jobs, 1),
     )
+
+
+# --- several models at once -------------------------------------------------------------------
+
+_worker_data: _Data | None = None
+
+
+def _start_worker(threads: int | None) -> None:
+    """Process-pool initialiser: the thread count, and one data cache shared by the worker's models."""
+    global _worker_data
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _worker_data = _Data()
+
+
+def _validate_in_worker(spec: ModelSpec, arguments: dict[str, Any]) -> ModelValidation:
+    return _ModelCheck(spec, data=_worker_data, **arguments).run()
+
+
+def _validate_in_processes(
+    specs: list[ModelSpec],
+    arguments: dict[str, Any],
+    threads: int | None,
+    jobs: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> list[ModelValidation]:
+    """Validate ``specs`` in ``jobs`` spawned processes of ``threads`` threads each.
+
+    Every check of a model runs inside one worker, so the figures (latency, peak memory) are those of a
+    single-model run; models are independent, so on a 2-core machine two jobs validate the release in
+    about half the time of one. Symmetric planners are started first: they take the longest (their
+    value steps are G = 4-8 times wider), and starting the longest first keeps the last worker from
+    finishing alone. Single-threaded workers are what makes this safe on a busy machine: two OpenMP
+    thread pools sharing one free core spin against each other, two single-threaded processes do not.
+    """
+    order = sorted(range(len(specs)), key=lambda i: specs[i].group is None)  # stable: manifest order
+    context = multiprocessing.get_context("spawn")  # fork after torch's thread pools is unsafe
+    results: dict[int, ModelValidation] = {}
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(_validate_in_worker, specs[i], arguments): i for i in order}
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index] = future.result()
+                if progress is not None:
+                    progress(specs[index].name, len(results), len(specs))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return [results[i] for i in range(len(specs))]
+
+
+def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a stored per-model result decides, without the run's timings (latency, seconds, date).
+
+    ``entry`` is a ``<name>.json`` of ``evaluation_results/`` (or the same built from a report). Two runs
+    over the same release files and data give the same outcome; a changed checkpoint (its sha256 is in the
+    checksum message), score, verdict, ``--limit`` or ``--data`` gives another.
+    """
+    checks = entry.get("checks", {})
+    return {
+        "passed": entry.get("passed"),
+        "scores": {k: round(float(v), 9) for k, v in entry.get("scores", {}).items()},
+        "verdicts": {name: check.get("status") for name, check in checks.items()},
+        "checksum": checks.get("checksum", {}).get("message"),
+        "parameters": entry.get("parameters"),
+        "size_mb": entry.get("size_mb"),
+        "data_override": entry.get("data_override"),
+        "limit": entry.get("limit"),
+    }
+
+
+def results_describe(report: ValidationReport, release_root: str | Path = Path("pretrained_models")) -> bool:
+    """Whether ``evaluation_results/`` already records ``report``'s outcome for each of its models.
+
+    Timings aside (they differ from run to run), see :func:`_outcome`. False when a file is missing or
+    unreadable, or when the summary does not list every model as the report does.
+    """
+    folder = Path(release_root) / "evaluation_results"
+    try:
+        summary = json.loads((folder / "summary.json").read_text()).get("models", {})
+        for model in report.models:
+            stored = json.loads((folder / f"{model.name}.json").read_text())
+            fresh = {"data_override": report.data_override, "limit": report.limit, **model.to_dict()}
+            if _outcome(stored) != _outcome(fresh) or model.name not in summary:
+                return False
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
 
 
 def write_results(

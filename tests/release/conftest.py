@@ -143,4 +143,7 @@ def release(tiny_release_source, tmp_path, monkeypatch) -> TinyRelease:
     root = tmp_path / "work"
     shutil.copytree(tiny_release_source, root, ignore=shutil.ignore_patterns(".lock"))
     monkeypatch.chdir(root)
+    # The CLI validates one model per core by default; on these tiny models spawning the workers costs
+    # more than it saves, so tests validate in-process unless they ask for --jobs (test_validate does).
+    monkeypatch.setattr("diffplan_cli.validate.available_cores", lambda: 1)
     return TinyRelease(root)

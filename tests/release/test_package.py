@@ -88,6 +88,20 @@ def test_packaging_twice_gives_byte_identical_archives(packaged):
     assert {p.name: p.read_bytes() for p in dist.iterdir()} == first
 
 
+def test_the_archive_holds_this_validation_not_a_stale_partial_run(release):
+    partial = cli("validate", "VIN_tiny", "--limit", "4", "--manifest", release.manifest)
+    assert partial.exit_code == 0, partial.output
+    stored = release.release_root / "evaluation_results" / "VIN_tiny.json"
+    assert json.loads(stored.read_text())["scores"]["maps"] == 4
+    result = package(release)
+    assert result.exit_code == 0, result.output
+    with tarfile.open(release.root / "dist" / f"{STEM}.tar.gz") as tar:
+        archived = json.load(tar.extractfile(f"{TOP}/evaluation_results/VIN_tiny.json"))
+        summary = json.load(tar.extractfile(f"{TOP}/evaluation_results/summary.json"))
+    assert archived["limit"] is None and archived["scores"]["maps"] == 16
+    assert set(summary["models"]) == {"VIN_tiny", "SymVIN_tiny", "MP-VIN_tiny", "MP-VIN_tiny_continuous"}
+
+
 def test_verify_accepts_a_good_archive_and_fails_a_tampered_one(packaged, tmp_path):
     archive = packaged.root / "dist" / f"{STEM}.zip"
     ok = package(packaged, "--verify", archive)

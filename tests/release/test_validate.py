@@ -75,6 +75,45 @@ def test_validation_runs_with_the_threads_asked_for_and_restores_torch_afterward
     assert code == 2 and "--threads" in output
 
 
+def test_several_jobs_give_the_same_verdicts_in_manifest_order(release):
+    path = release.file("SymVIN_tiny")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    manifest = load_manifest(release.manifest)
+    one = validate_models(manifest, release_root=release.release_root)
+    code, output, two = validate_json(release, "--all", "--jobs", "2")
+    assert code == 1 and two["jobs"] == 2 and one.jobs == 1
+    assert [m["name"] for m in two["models"]] == [m.name for m in one.models]
+    for sequential, parallel in zip(one.models, two["models"], strict=True):
+        verdicts = {c.name: c.status for c in sequential.checks}
+        assert {name: c["status"] for name, c in parallel["checks"].items()} == verdicts
+        assert parallel["scores"] == pytest.approx(sequential.scores)
+    assert failed(two, "SymVIN_tiny") == ["checksum"]
+    assert "2 at a time" in output
+
+
+def test_validate_runs_one_job_per_core_unless_told(release, monkeypatch):
+    import diffplan_cli.validate as validate_cli
+
+    asked = []
+    real = validate_cli.validate_models
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["jobs"])
+        return real(*args, **{**kwargs, "jobs": 1})
+
+    monkeypatch.setattr(validate_cli, "validate_models", spy)
+    monkeypatch.setattr(validate_cli, "available_cores", lambda: 3)
+    assert validate_json(release, "VIN_tiny")[0] == 0
+    assert validate_json(release, "VIN_tiny", "--jobs", "1")[0] == 0
+    assert asked == [3, 1]
+    code, output, _ = validate_json(release, "VIN_tiny", "--jobs", "0")
+    assert code == 2 and "--jobs" in output
+    with pytest.raises(BadInputError, match="jobs"):
+        validate_models(load_manifest(release.manifest), release_root=release.release_root, jobs=0)
+
+
 def test_a_flipped_byte_in_a_checkpoint_fails_the_checksum(release):
     path = release.file("VIN_tiny")
     data = bytearray(path.read_bytes())

@@ -14,6 +14,7 @@ from diffplan.errors import TrainingError
 from diffplan.release.checkpoint import load_model
 from diffplan.release.manifest import load_manifest
 from diffplan.training.batching import make_batch
+from diffplan.training.callbacks import EpochReportCallback
 from diffplan.training.module import PlannerModule
 from diffplan.training.run import TrainingInterrupted, TrainOptions, train_model
 from diffplan_cli.app import app
@@ -97,8 +98,11 @@ def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_
     spec = manifest.model("VIN_tiny")
     options = TrainOptions(run_root=tmp_path / "runs", release_root=tmp_path / "release")
 
+    first_run = []
+
     def interrupt_during_second_epoch(report):
         # Epoch reports come before the epoch's checkpoint is written: epoch 1 is saved, epoch 2 is lost.
+        first_run.append(report)
         if report.epoch == 2:
             raise KeyboardInterrupt
 
@@ -114,11 +118,30 @@ def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_
     with pytest.raises(TrainingError, match="--resume"):
         train_model(spec, manifest, options)  # a fresh start would discard the interrupted run
 
-    epochs_seen = []
+    reports = []
     options.resume = True
-    result = train_model(spec, manifest, options, lambda report: epochs_seen.append(report.epoch))
-    assert epochs_seen == [2, 3]
+    result = train_model(spec, manifest, options, reports.append)
+    assert [report.epoch for report in reports] == [2, 3]
     assert result.epochs_run == 3
+    # The best so far includes epoch 1, trained before the interruption.
+    assert all(r.best_val_accuracy >= first_run[0].val_accuracy for r in reports)
+
+
+def test_the_best_accuracy_reported_after_a_resume_counts_the_epochs_before_it():
+    class Checkpoint:
+        best_model_score, mode = torch.tensor(0.9), "max"
+
+    class Trainer:
+        checkpoint_callback = Checkpoint()
+        callback_metrics = {"val/accuracy": torch.tensor(0.5)}
+        current_epoch, max_epochs = 4, 10
+
+    reports = []
+    callback = EpochReportCallback("VIN_tiny", reports.append)
+    callback.on_train_start(Trainer(), None)
+    callback.on_train_epoch_end(Trainer(), None)
+    assert reports[0].val_accuracy == 0.5 and reports[0].best_val_accuracy == pytest.approx(0.9)
+    assert reports[0].epoch == 5
 
 
 def test_a_nan_loss_stops_the_run_with_a_clear_message(tmp_path, tiny_data, monkeypatch):
