@@ -35,6 +35,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ import yaml
 from diffplan._atomic import atomic_write_text
 from diffplan._threads import torch_threads
 from diffplan.envs import GridSplit, file_fingerprint, load_split
-from diffplan.errors import BadInputError, DataFileError, DiffplanError
+from diffplan.errors import BadInputError, CheckFailedError, DataFileError, DiffplanError
 from diffplan.planning import PlanSettings, plan_maze, policy_of
 from diffplan.release._memory import TensorMemory
 from diffplan.release.checkpoint import load_model, model_from_record, read_release_checkpoint, sha256_file
@@ -675,12 +676,14 @@ def _validate_in_processes(
 ) -> list[ModelValidation]:
     """Validate ``specs`` in ``jobs`` spawned processes of ``threads`` threads each.
 
-    Every check of a model runs inside one worker, so the figures (latency, peak memory) are those of a
-    single-model run; models are independent, so on a 2-core machine two jobs validate the release in
-    about half the time of one. Symmetric planners are started first: they take the longest (their
-    value steps are G = 4-8 times wider), and starting the longest first keeps the last worker from
-    finishing alone. Single-threaded workers are what makes this safe on a busy machine: two OpenMP
-    thread pools sharing one free core spin against each other, two single-threaded processes do not.
+    Every check of a model runs inside one worker, as it would in a single-model run; with no more jobs
+    than free cores each worker has a core to itself, so latency figures stay close to a sequential
+    run's (the workers share only memory bandwidth). Models are independent, so on a 2-core machine two
+    jobs validate the release in about half the time of one. Symmetric planners are started first: they
+    take the longest (their value steps are G = 4-8 times wider), and starting the longest first keeps
+    the last worker from finishing alone. Single-threaded workers are what makes this safe on a busy
+    machine: two OpenMP thread pools sharing one free core spin against each other, two single-threaded
+    processes do not.
     """
     order = sorted(range(len(specs)), key=lambda i: specs[i].group is None)  # stable: manifest order
     context = multiprocessing.get_context("spawn")  # fork after torch's thread pools is unsafe
@@ -692,7 +695,13 @@ def _validate_in_processes(
         try:
             for future in as_completed(futures):
                 index = futures[future]
-                results[index] = future.result()
+                try:
+                    results[index] = future.result()
+                except BrokenProcessPool as err:
+                    raise CheckFailedError(
+                        f"a validation process died while checking {specs[index].name} ({err}); run "
+                        f"`diffplan validate {specs[index].name} --jobs 1` to see the failure in one process."
+                    ) from err
                 if progress is not None:
                     progress(specs[index].name, len(results), len(specs))
         except BaseException:
