@@ -209,6 +209,27 @@ def test_vi_step_matches_convolution_and_gradcheck():
     )
 
 
+@pytest.mark.parametrize("group_size", [1, 8])
+def test_vi_step_gives_the_same_values_in_chunks_with_and_without_autograd(monkeypatch, group_size):
+    """The chunked forward and the no-grad path (columns reordered, no winners) change speed, not values."""
+    torch.manual_seed(1)
+    b, h, w, l_q, f = 3, 5, 4, 6, 3
+    v = torch.randn(b, h, w, group_size)
+    q_r = torch.randn(b * h * w, l_q * group_size)
+    kernel = torch.randn(l_q * group_size, group_size, f, f)
+    whole = torch.addmm(q_r, neighbourhoods(v, f), kernel_matrix(kernel))
+    expected = whole.view(-1, l_q, group_size).amax(dim=1).view(b, h, w, group_size)
+    monkeypatch.setattr("diffplan.models.grid._vi_step.ROWS_PER_CHUNK", 7)  # 60 cells: a ragged last chunk
+    with torch.no_grad():
+        assert torch.equal(VIStep(q_r, kernel, free=None)(v), expected)
+    tracked = VIStep(q_r, kernel.requires_grad_(), free=None)(v)
+    assert tracked.requires_grad and torch.equal(tracked.detach(), expected)
+    assert torch.autograd.gradcheck(
+        lambda v, q, k: _MaxOverFields.apply(v, q, k, f, {}),
+        (v.double().requires_grad_(), q_r.double().requires_grad_(), kernel_matrix(kernel).double()),
+    )
+
+
 @pytest.mark.parametrize("group", ["d4", "c4"])
 def test_complete_basis_moves_a_value_one_cell_exactly(group):
     """The band-limited escnn basis cannot express a one-cell shift; the complete basis can (gain 1)."""

@@ -14,12 +14,23 @@ times more work than needed. :class:`_MaxOverFields` instead gathers the winning
 the reward-part gradient sparsely for :class:`_CollectRewardGrad`, which adds every step's share once.
 Values are kept pixel-major, (B, H, W, G), so the convolution is one matrix product of the cells'
 neighbourhoods (B * H * W, f * f * G) with the kernel matrix (f * f * G, l_q * G).
+
+On the CPU that product is bound by memory, not arithmetic: its inner dimension is only f * f * G (72 for
+D4), while q (B * H * W, l_q * G) is 72 MB at batch 250 of SymVIN and was written out and read back at
+every step. The forward pass therefore works through ``ROWS_PER_CHUNK`` cells at a time, so q stays in
+cache; results are bit-identical. Without autograd (inference, the deep-equilibrium forward solve) no
+winners are kept and the columns are reordered group-channel-major once per forward pass, so the max
+runs over contiguous memory (``amax``). Measured with ``benchmarks.bench_grid_models`` (training steps)
+and ``benchmarks.bench_validate`` (scoring); see the README's benchmark section.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+# Cells per chunk of the forward pass: (1024, l_q * G) floats = 1.3 MB at l_q 40, D4, which stays in L2/L3.
+ROWS_PER_CHUNK = 1024
 
 
 def normalise_value_kernel(weight: torch.Tensor, gamma: float, group_size: int) -> torch.Tensor:
@@ -63,6 +74,55 @@ def _fold_neighbourhoods(grad: torch.Tensor, shape: torch.Size, f: int) -> torch
     return out[:, p : p + h, p : p + w]
 
 
+def _buffer(workspace: dict, key: str, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A scratch tensor of ``shape`` kept in ``workspace`` and reused by every step of a forward pass.
+
+    Allocating and freeing these temporaries at every step fragments the heap (glibc keeps the holes),
+    which grew the resident memory by about their size a step.
+    """
+    buffer = workspace.get(key)
+    if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype or buffer.device != like.device:
+        buffer = workspace[key] = like.new_empty(shape)
+    return buffer
+
+
+def _q_chunks(q_r: torch.Tensor, nb: torch.Tensor, w: torch.Tensor, workspace: dict):
+    """Yield (row slice, q rows) of ``q = q_r + nb @ w``, one chunk of cells at a time (see module doc).
+
+    The rows are written into one reused buffer: each chunk is valid until the next is made. On GPUs the
+    whole product is one chunk, as kernel launches, not memory traffic, are what costs there.
+    """
+    n, width = q_r.shape
+    size = n if q_r.is_cuda else min(ROWS_PER_CHUNK, n)
+    buffer = _buffer(workspace, "q", q_r, (size, width))
+    for start in range(0, n, size):
+        rows = slice(start, min(start + size, n))
+        yield rows, torch.addmm(q_r[rows], nb[rows], w, out=buffer[: rows.stop - start])
+
+
+def _max_over_fields_no_grad(
+    v: torch.Tensor, q_r_minor: torch.Tensor, w_minor: torch.Tensor, f: int, workspace: dict
+) -> torch.Tensor:
+    """The forward of :class:`_MaxOverFields` without winners, on group-channel-major columns.
+
+    ``q_r_minor`` and ``w_minor`` hold the columns of q in (g, i) order, so each cell's max over the l_q
+    fields is a max over contiguous memory. Same values as the autograd path: each q entry is the same
+    dot product, only the columns are reordered.
+    """
+    b, h, wd, g = v.shape
+    nb = neighbourhoods(v, f, out=_buffer(workspace, "nb", v, (b, h, wd, f * f, g)))
+    out = v.new_empty(b * h * wd, g)
+    for rows, q in _q_chunks(q_r_minor, nb, w_minor, workspace):
+        torch.amax(q.view(q.shape[0], g, -1), dim=2, out=out[rows])
+    return out.view(b, h, wd, g)
+
+
+def group_channel_major(columns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Reorder the last dimension of ``columns`` (..., l_q * G) from (i, g) to (g, i) order, contiguous."""
+    *lead, width = columns.shape
+    return columns.view(*lead, width // group_size, group_size).transpose(-1, -2).reshape(*lead, width)
+
+
 class _CollectRewardGrad(torch.autograd.Function):
     """Identity on ``q_r``; its backward adds the sparse gradients the VI steps recorded for ``q_r``.
 
@@ -104,13 +164,11 @@ class _MaxOverFields(torch.autograd.Function):
         ctx, v: torch.Tensor, q_r: torch.Tensor, w: torch.Tensor, f: int, workspace: dict
     ) -> torch.Tensor:
         b, h, wd, g = v.shape
-        # Reuse the step's buffers: allocating and freeing these large temporaries at every step
-        # fragments the heap (glibc keeps the holes), which grew the resident memory by ~q's size a step.
-        if workspace.get("q") is None or workspace["q"].dtype != v.dtype:
-            workspace["q"] = q_r.new_empty(q_r.shape)
-            workspace["nb"] = v.new_empty(b, h, wd, f * f, g)
-        q = torch.addmm(q_r, neighbourhoods(v, f, out=workspace["nb"]), w, out=workspace["q"])
-        out, winner = q.view(b * h * wd, -1, g).max(dim=1)
+        nb = neighbourhoods(v, f, out=_buffer(workspace, "nb", v, (b, h, wd, f * f, g)))
+        out = v.new_empty(b * h * wd, g)
+        winner = torch.empty(b * h * wd, g, dtype=torch.long, device=v.device)
+        for rows, q in _q_chunks(q_r, nb, w, workspace):
+            torch.max(q.view(q.shape[0], -1, g), dim=1, out=(out[rows], winner[rows]))
         ctx.save_for_backward(v, w, winner)
         ctx.f, ctx.records = f, workspace.get("records")
         return out.view(b, h, wd, g)
@@ -167,12 +225,25 @@ class VIStep:
         return torch.addmm(self.q_r, neighbourhoods(v, self.f), self.w)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        v = _MaxOverFields.apply(v, self.q_r, self.w, self.f, self.workspace)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (v, self.q_r, self.w)):
+            v = _MaxOverFields.apply(v, self.q_r, self.w, self.f, self.workspace)
+        else:
+            v = _max_over_fields_no_grad(v, *self._group_channel_major(v.shape[-1]), self.f, self.workspace)
         if self.free is not None:
             worst = v.masked_fill(~self.free, float("inf")).amin(dim=(1, 2), keepdim=True)
             worst = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst))  # no free cell
             v = torch.where(self.free, v, worst)
         return v
+
+    def _group_channel_major(self, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q_r`` and ``w`` with their columns in (g, i) order, made once per step object."""
+        if "minor" not in self.workspace:
+            with torch.no_grad():
+                self.workspace["minor"] = (
+                    group_channel_major(self.q_r, group_size),
+                    group_channel_major(self.w, group_size),
+                )
+        return self.workspace["minor"]
 
     def detached(self) -> VIStep:
         """The same step with its parameters cut from the graph: cheaper vector-Jacobian products in v."""
