@@ -73,8 +73,12 @@ def read_release_checkpoint(path: str | Path) -> dict[str, Any]:
             f"release checkpoint and will not be loaded (unpickling can run code)."
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]  # an empty file's EOFError has no text
+        raise CheckpointError(f"{path} is corrupted or truncated ({reason}); re-download it.") from err
+    except Exception as err:  # any other file: the unpickler fails in its own ways (IndexError, ...)
         raise CheckpointError(
-            f"{path} is corrupted or truncated ({str(err).splitlines()[0]}); re-download it."
+            f"{path} is not a torch checkpoint ({type(err).__name__} while reading it); give the path of "
+            f"a release .ckpt file."
         ) from err
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(

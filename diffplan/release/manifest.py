@@ -254,6 +254,6 @@ def load_manifest(path: str | Path) -> Manifest:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ManifestError(
-            f"{path}: not readable YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})."
+            f"{path}: not readable YAML ({err.__class__.__name__}: {(str(err).splitlines() or [''])[0]})."
         ) from err
     return parse_manifest(data, path)

@@ -618,9 +618,10 @@ def validate_models(
         kind = _kind_of(cache.split(data_path))
         wrong = [s.name for s in specs if s.kind != kind]
         if wrong:
+            verb = f"is not a {kind} planner" if len(wrong) == 1 else f"are not {kind} planners"
             raise BadInputError(
-                f"--data {data_path} is a {kind} data set, but {', '.join(wrong)} "
-                f"{'is' if len(wrong) == 1 else 'are'} not {kind} planners; name {kind} models only."
+                f"--data {data_path} is a {kind} data set, but {', '.join(wrong)} {verb}; "
+                f"name {kind} models only."
             )
     arguments = dict(
         manifest=manifest,

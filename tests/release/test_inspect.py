@@ -117,3 +117,12 @@ def test_inspection_never_unpickles(release):
     torch.save(record, path)
     result = cli("inspect", "VIN_tiny", "--manifest", release.manifest)
     assert result.exit_code == 2 and "weights_only=True" in result.output
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", b"", bytes(range(256)) * 4])
+def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(release, content):
+    path = release.root / "not_a_model.ckpt"
+    path.write_bytes(content)
+    result = cli("inspect", path, "--manifest", release.manifest)
+    assert result.exit_code == 2, result.output
+    assert str(path.name) in result.output and "Traceback" not in result.output
