@@ -151,7 +151,9 @@ def _goal_maps(goal: ArrayLike, maze: torch.Tensor) -> torch.Tensor:
             raise BadInputError("each goal map must be one-hot: a single 1 at the goal cell, 0 elsewhere.")
     else:
         coords = g.reshape(-1, 2) if g.numel() % 2 == 0 and g.shape[-1:] == (2,) else None
-        if coords is None or coords.shape[0] != batch or torch.any(coords != coords.round()):
+        if coords is not None and torch.any(coords != coords.round()):
+            raise BadInputError(f"goal cells must have whole-number (row, col) indices, got {g.tolist()}.")
+        if coords is None or coords.shape[0] != batch:
             raise BadInputError(
                 f"goal must be a (row, col) pair per maze or a one-hot map of shape "
                 f"({height}, {width}); got shape {tuple(g.shape)} for {batch} maze(s)."

@@ -325,6 +325,8 @@ def test_plan_maze_on_a_graph_model_builds_the_data_sets_graph(release):
         (np.full((7, 7), 2.0), (1, 1), "1 (free) or 0 (wall)"),
         (np.ones((7,)), (1, 1), "shape (H, W)"),
         (np.ones((7, 7)), np.ones((7, 7)), "one-hot"),
+        (np.ones((7, 7)), (1.5, 2.0), "whole-number"),
+        (np.ones((2, 7, 7)), (1, 1), "per maze"),
     ],
 )
 def test_plan_maze_refuses_bad_input_with_a_clear_message(release, maze, goal, message):
