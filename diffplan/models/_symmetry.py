@@ -29,6 +29,7 @@ from escnn import gspaces
 from escnn import nn as enn
 from torch import nn
 
+from diffplan._threads import torch_threads
 from diffplan.errors import BadInputError
 
 GROUPS: tuple[str, ...] = ("c4", "d4", "c8", "d8")
@@ -118,15 +119,14 @@ class SteerableFilter(nn.Module):
         return weight, bias
 
 
-@cache
-def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
-    """Orthonormal basis (d, G, G, k, k) of every equivariant k x k filter between regular fields.
+def _sampled_regular_filters(group: str, kernel_size: int) -> tuple[torch.Tensor, int, int]:
+    """Filters (G * G * k * k, n) that span every equivariant k x k filter between regular fields, with
+    redundant columns; and G and the dimension d = G * k * k of their span.
 
     escnn samples its steerable basis from band-limited angular harmonics on a few rings; on a 3x3 grid
     that spans 48 of the 72 dimensions of the exactly equivariant filters, and misses the single-pixel
     shifts. Sampling on every ring of the grid up to angular frequency 4 (a ring of a square grid has at
-    most 8 pixels) spans them all, with redundant elements; an SVD keeps an orthonormal basis of the span.
-    Only for groups that map the pixel grid to itself (c4, d4), where d = G * k * k exactly.
+    most 8 pixels) spans them all. Only for groups that map the pixel grid to itself (c4, d4).
     """
     gspace = get_gspace(group)
     if gspace.rotations_order != 4:
@@ -146,11 +146,51 @@ def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
             conv.weights.zero_()
             conv.weights[i] = 1.0
             columns.append(conv.expand_parameters()[0].double().flatten())
-    u, sv, _ = torch.linalg.svd(torch.stack(columns, dim=1), full_matrices=False)
     size = group_size(gspace)
-    rank = size * kernel_size * kernel_size  # dim of Hom_G(regular, regular x pixels) = |pixels| * G
+    return torch.stack(columns, dim=1), size, size * kernel_size * kernel_size
+
+
+@cache
+def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
+    """The canonical orthonormal basis (d, G, G, k, k) of every equivariant k x k filter between regular
+    fields: one element per orbit of filter entries, 1 / sqrt(G) on the orbit and 0 elsewhere.
+
+    The group acts on a filter's entries (output channel, input channel, pixel) by permutations, freely on
+    the output channel, so every orbit holds exactly one entry of output channel 0: the d = G * k * k
+    entries of that channel index the basis, in their flat order. An element is found without knowing
+    escnn's conventions: the orthogonal projector onto the equivariant filters is the average over the
+    group's permutations, so its column for entry j is 1 / G on j's orbit; that is computed from any
+    orthonormal basis of the sampled span and snapped to exact values.
+
+    Any other orthonormal basis (an SVD's, say) would be defined only up to a rotation within degenerate
+    singular subspaces, which LAPACK chooses differently with the thread count or the CPU: coefficients
+    trained against one would give other filters against another (checkpoint format 1 did this; see
+    ``legacy_complete_regular_basis``).
+    """
+    sampled, size, rank = _sampled_regular_filters(group, kernel_size)
+    u, sv, _ = torch.linalg.svd(sampled, full_matrices=False)
     if int((sv > sv[0] * 1e-4).sum()) != rank:  # pragma: no cover - escnn changed its basis
         raise RuntimeError(f"escnn's sampled basis does not span the {rank} equivariant filters of {group}.")
+    span = u[:, :rank]
+    orbit_sums = (span @ span[:rank].T).T * size  # row j: G * (projector column j) = orbit indicator of j
+    indicator = orbit_sums.round()
+    orbits_of_size_g = torch.equal(indicator.sum(1), torch.full((rank,), float(size), dtype=indicator.dtype))
+    if (indicator - orbit_sums).abs().max() > 1e-6 or not orbits_of_size_g:  # pragma: no cover
+        raise RuntimeError(f"the equivariant filters of {group} are not spanned by orbit indicators.")
+    basis = indicator / math.sqrt(size)
+    return basis.reshape(rank, size, size, kernel_size, kernel_size).float().contiguous()
+
+
+def legacy_complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
+    """The basis checkpoint format 1 stored its coefficients against: the first d left singular vectors
+    of the sampled filters, computed on one thread (as every release model was trained here).
+
+    Used only to read format-1 checkpoints (``release.checkpoint``); see ``_complete_regular_basis`` for
+    why it was replaced.
+    """
+    sampled, size, rank = _sampled_regular_filters(group, kernel_size)
+    with torch_threads(1):
+        u, _, _ = torch.linalg.svd(sampled, full_matrices=False)
     return u[:, :rank].T.reshape(rank, size, size, kernel_size, kernel_size).float().contiguous()
 
 
@@ -171,7 +211,8 @@ class CompleteRegularFilter(nn.Module):
 
     def __init__(self, group: str, in_fields: int, out_fields: int, kernel_size: int, *, init: str = "zeros"):
         super().__init__()
-        basis = _complete_regular_basis(group.lower(), kernel_size)
+        self.group, self.kernel_size = group.lower(), kernel_size
+        basis = _complete_regular_basis(self.group, kernel_size)
         self.register_buffer("basis", basis.clone(), persistent=False)
         self.in_fields, self.out_fields = in_fields, out_fields
         weights = torch.zeros(out_fields, in_fields, basis.shape[0])

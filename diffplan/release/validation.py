@@ -12,6 +12,10 @@ Per model, in order (a check that cannot run because an earlier one failed is sk
 - ``size``: the checkpoint is under 10 MB.
 - ``inference``: on a sample of the test split, outputs are finite and of the right shapes; latency per
   maze (batch of one) and peak tensor memory of inference are measured.
+- ``thread_count``: the model loaded and run on two torch threads gives the outputs of one thread
+  (relative error under 1e-3, 5e-2 for deep-equilibrium planners): its weights define the same planner
+  however the host computes (a thread-dependent filter basis once made two symmetric models plan at 50%
+  accuracy on two threads).
 - ``data_fingerprint``: the test data's fingerprint is the one the metadata names.
 - ``target``: the target metric (accuracy) on the test split, scored by ``diffplan.training.evaluate``,
   is strictly above the manifest's minimum.
@@ -64,6 +68,7 @@ CHECKS: dict[str, str] = {
     "safe_load": "loads with weights_only=True on the CPU",
     "size": "checkpoint under 10 MB",
     "inference": "finite outputs of the right shape",
+    "thread_count": "same outputs on one and two threads",
     "data_fingerprint": "test data is the data the metadata names",
     "target": "test accuracy above the target",
     "recorded_scores": "measured scores agree with the metadata",
@@ -78,6 +83,11 @@ QUICK_START_TOLERANCE = 1e-3
 # batch of eight reach slightly different fixed points (a few 1e-3 measured on DE-VIN_maze15); a wrongly
 # built input moves the outputs by order one.
 IMPLICIT_QUICK_START_TOLERANCE = 2e-2
+# Float reductions split differently on two threads: up to 5e-7 relative measured on the explicit release
+# planners, 1.4e-3 and 6e-3 on the deep-equilibrium ones (their solver stops at a residual of 1e-4, where
+# the rounding lands it); a planner built differently is off by order one.
+THREAD_TOLERANCE = 1e-3
+IMPLICIT_THREAD_TOLERANCE = 5e-2
 SAMPLE_MAPS = 8
 LATENCY_MAPS = 5
 RECORDED = ("accuracy", "success", "optimality")
@@ -274,6 +284,7 @@ class _ModelCheck:
         self.run_check("size", (), self.check_size)
         self.split = self.data.split(self.data_path)
         self.run_check("inference", ("model",), self.check_inference)
+        self.run_check("thread_count", ("model", "sample_output"), self.check_thread_count)
         self.run_check("data_fingerprint", ("info",), self.check_fingerprint)
         self.run_check("target", ("model", "sample_output"), self.check_target)
         self.run_check("recorded_scores", ("info", "model", "sample_output"), self.check_recorded)
@@ -402,6 +413,30 @@ class _ModelCheck:
             f"{count} maps: finite {self.spec.kind} outputs of the right shapes; "
             f"{self.result.latency_ms:.2f} ms per maze, peak {self.result.peak_memory_mb:.2f} MB."
         )
+
+    @property
+    def _implicit(self) -> bool:
+        """Whether the planner solves for a fixed point (its outputs carry the solver's tolerance)."""
+        from diffplan.models import get_model_entry
+
+        return get_model_entry(self.spec.algorithm).implicit
+
+    def check_thread_count(self) -> tuple[str, str]:
+        batch, output = self.sample_output
+        with torch_threads(2), torch.no_grad():
+            other = plan(load_model(self.paths.checkpoint), batch, self.spec.kind)
+        error = max(
+            relative_error(other.logits - output.logits, output.logits),
+            relative_error(other.values - output.values, output.values),
+        )
+        tolerance = IMPLICIT_THREAD_TOLERANCE if self._implicit else THREAD_TOLERANCE
+        if not error <= tolerance:
+            return FAIL, (
+                f"loaded and run on 2 threads its outputs differ from 1 thread's by {error:.2g} relative "
+                f"(> {tolerance:g}): its weights do not define one planner on every host; a "
+                f"format-1 checkpoint is fixed by `python -m diffplan.release.upgrade` where it was trained."
+            )
+        return PASS, f"2 threads vs 1: outputs agree within {error:.1e} relative."
 
     def _latency_ms(self, split) -> float:
         times = []
@@ -547,10 +582,7 @@ class _ModelCheck:
         policy_gap = relative_error(policy_of_logits(result.logits[None]) - expected, expected)
         values = torch.nan_to_num(reference.values[0], nan=0.0)
         value_gap = relative_error(torch.nan_to_num(result.values, nan=0.0) - values, values)
-        from diffplan.models import get_model_entry
-
-        implicit = get_model_entry(self.spec.algorithm).implicit
-        tolerance = IMPLICIT_QUICK_START_TOLERANCE if implicit else QUICK_START_TOLERANCE
+        tolerance = IMPLICIT_QUICK_START_TOLERANCE if self._implicit else QUICK_START_TOLERANCE
         if not max(policy_gap, value_gap) <= tolerance:
             return FAIL, (
                 f"plan_maze on test map 0 disagrees with the planner on the data set's input (policy off by "

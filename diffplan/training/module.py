@@ -12,8 +12,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from diffplan.errors import TrainingError
 from diffplan.models import create_model, get_model_entry
 from diffplan.models._output import PlanOutput
+from diffplan.models._symmetry import CompleteRegularFilter
 from diffplan.training.batching import nodes_to_grid
 from diffplan.training.losses import optimal_set_nll, vector_logits
 from diffplan.training.metrics import LOSS, score_logits
@@ -63,6 +65,10 @@ def batch_metrics(
     )
 
 
+# Run checkpoints (Lightning's) record which complete filter basis their coefficients refer to.
+BASIS_KEY, BASIS_VERSION = "diffplan_complete_basis", "orbit-v1"
+
+
 class PlannerModule(pl.LightningModule):
     """Trains one planner with the optimal-set loss and logs the shared metrics per epoch.
 
@@ -90,6 +96,19 @@ class PlannerModule(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PlanOutput:
         return plan(self.model, batch, self.kind)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[BASIS_KEY] = BASIS_VERSION
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse run checkpoints whose complete-basis coefficients use the old SVD basis (see
+        ``diffplan.release.checkpoint``): resuming them would silently train different filters."""
+        uses_basis = any(isinstance(m, CompleteRegularFilter) for m in self.model.modules())
+        if uses_basis and checkpoint.get(BASIS_KEY) != BASIS_VERSION:
+            raise TrainingError(
+                "this run checkpoint was written by a diffplan whose complete-basis filters used another "
+                "basis; start the run again with --force (its release checkpoint, if any, still loads)."
+            )
 
     def _loss(self, output: PlanOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, optimal = scored_logits(output, batch, self.kind, self.hparams.cont_action)

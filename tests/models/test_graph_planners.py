@@ -315,7 +315,7 @@ def test_a_value_bound_outside_0_1_is_refused():
 def test_inference_in_edge_chunks_gives_the_training_path_outputs(monkeypatch, name, cont_action):
     """Without autograd, messages are summed a chunk of edges at a time: faster, same numbers."""
     model = build(name, cont_action).eval()
-    x, edge_index = lattice_graph(MAZE, GOAL)  # 80 edges (and self-loops): chunks of 7 leave a ragged last one
+    x, edge_index = lattice_graph(MAZE, GOAL)  # 80 edges and self-loops: chunks of 7 end ragged
     monkeypatch.setattr("diffplan.models.graph._graph_vi.EDGES_PER_CHUNK", 7)
     with torch.no_grad():
         chunked = model(x, edge_index)

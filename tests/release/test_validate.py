@@ -114,6 +114,29 @@ def test_validate_runs_one_job_per_core_unless_told(release, monkeypatch):
         validate_models(load_manifest(release.manifest), release_root=release.release_root, jobs=0)
 
 
+def test_a_model_that_plans_differently_on_two_threads_fails_the_thread_check(release, monkeypatch):
+    import diffplan.release.validation as validation
+
+    def load_thread_dependent(path):
+        model = load_model(path)
+        if torch.get_num_threads() == 2:  # as a thread-dependent filter basis did
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.add_(torch.randn_like(parameter))
+        return model
+
+    def thread_check():
+        report = validate_models(manifest, ["SymVIN_tiny"], release_root=release.release_root)
+        return report.models[0].check("thread_count")
+
+    manifest = load_manifest(release.manifest)
+    with monkeypatch.context() as patched:
+        patched.setattr(validation, "load_model", load_thread_dependent)
+        check = thread_check()
+    assert check.status == "fail" and "2 threads" in check.message
+    assert thread_check().status == "pass"
+
+
 def test_a_flipped_byte_in_a_checkpoint_fails_the_checksum(release):
     path = release.file("VIN_tiny")
     data = bytearray(path.read_bytes())
