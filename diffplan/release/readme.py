@@ -220,6 +220,12 @@ def render_readme(
         "the weights strictly. No pickled code is ever run. `diffplan.plan_maze(model, maze, goal)` then "
         "returns the policy and value map of any maze; see `quick_start_guide.md`.",
         "",
+        "The checkpoints are in format 2: equivariant filters are stored as coefficients of bases that "
+        "are the same on every host, so a model plans the same whatever the machine or its number of "
+        "threads (`diffplan validate` checks one against two threads). Format-1 checkpoints, whose "
+        "complete-basis coefficients referred to an SVD basis that changed with the thread count, still "
+        "load and are converted (`python -m diffplan.release.upgrade` rewrites them).",
+        "",
         "## Metrics",
         "",
         METRICS,
