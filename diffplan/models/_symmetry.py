@@ -181,6 +181,12 @@ def _complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
     return basis.reshape(rank, size, size, kernel_size, kernel_size).float().contiguous()
 
 
+def clear_basis_cache() -> None:
+    """Forget the computed complete bases, so the next model built computes them afresh (release QA
+    builds a model again on other settings to check that it comes out the same)."""
+    _complete_regular_basis.cache_clear()
+
+
 def legacy_complete_regular_basis(group: str, kernel_size: int) -> torch.Tensor:
     """The basis checkpoint format 1 stored its coefficients against: the first d left singular vectors
     of the sampled filters, computed on one thread (as every release model was trained here).

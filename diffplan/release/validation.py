@@ -51,6 +51,7 @@ from diffplan._atomic import atomic_write_text
 from diffplan._threads import torch_threads
 from diffplan.envs import GridSplit, file_fingerprint, load_split
 from diffplan.errors import BadInputError, CheckFailedError, DataFileError, DiffplanError
+from diffplan.models._symmetry import clear_basis_cache
 from diffplan.planning import PlanSettings, plan_maze, policy_of
 from diffplan.release._memory import TensorMemory
 from diffplan.release.checkpoint import load_model, model_from_record, read_release_checkpoint, sha256_file
@@ -423,8 +424,12 @@ class _ModelCheck:
 
     def check_thread_count(self) -> tuple[str, str]:
         batch, output = self.sample_output
-        with torch_threads(2), torch.no_grad():
-            other = plan(load_model(self.paths.checkpoint), batch, self.spec.kind)
+        clear_basis_cache()  # build the planner from scratch on 2 threads, as a fresh process would
+        try:
+            with torch_threads(2), torch.no_grad():
+                other = plan(load_model(self.paths.checkpoint), batch, self.spec.kind)
+        finally:
+            clear_basis_cache()
         error = max(
             relative_error(other.logits - output.logits, output.logits),
             relative_error(other.values - output.values, output.values),

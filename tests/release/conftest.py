@@ -43,7 +43,8 @@ MODELS = [
         "data": "data/tiny_grid.npz",
         "folder": "grid",
         "group": "d4",
-        "model": {"k": 4, "l_h": 2, "l_q": 2},
+        # The release's SymVIN recipe: complete basis, value bound, wall mask.
+        "model": {"k": 4, "l_h": 2, "l_q": 2, "complete_basis": True, "value_norm": True, "wall_mask": True},
     },
     {
         "name": "MP-VIN_tiny",
