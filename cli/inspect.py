@@ -10,10 +10,18 @@ import typer
 import yaml
 from rich.table import Table
 
+from diffplan.release.checkpoint import CHECKPOINT_FORMAT_VERSION
 from diffplan.release.inspection import Inspection, inspect_model, plot_test_map
 from diffplan.release.manifest import load_manifest
 from diffplan_cli._common import DEFAULT_MANIFEST, JsonOpt, console
 from diffplan_cli.validate import ReleaseRootOpt
+
+
+def _format_note(version: int) -> str:
+    if version >= CHECKPOINT_FORMAT_VERSION:
+        return str(version)
+    upgrade = "python -m diffplan.release.upgrade CHECKPOINT"
+    return f"{version} (older: `{upgrade}` rewrites it as format {CHECKPOINT_FORMAT_VERSION})"
 
 
 def _pct(value) -> str:
@@ -44,6 +52,7 @@ def _render(result: Inspection) -> None:
                 ("checkpoint", str(result.checkpoint)),
                 ("size", f"{result.size_mb:.3f} MB"),
                 ("sha256", f"{result.sha256} ({match})"),
+                ("format", _format_note(result.format_version)),
                 ("flags", ", ".join(f"{k}={v}" for k, v in sorted(result.extra.items())) or "-"),
                 ("data", f"{result.data_path or '-'} (fingerprint {result.data_fingerprint or '-'})"),
             ],

@@ -61,6 +61,7 @@ class Inspection:
     config: dict[str, Any] | None
     curve: TrainingCurve | None
     spec: ModelSpec | None = None
+    format_version: int = 1  # checkpoint format (``release.checkpoint``); 1: upgrade it
 
     @property
     def sha256_matches_metadata(self) -> bool | None:
@@ -91,6 +92,7 @@ class Inspection:
                 "size_mb": self.size_mb,
                 "sha256": self.sha256,
                 "sha256_matches_metadata": self.sha256_matches_metadata,
+                "format_version": self.format_version,
             },
             "parameters": {"per_module": self.parameters, "total": self.total_parameters},
             "data": {
@@ -232,6 +234,7 @@ def inspect_model(
         config=config,
         curve=read_training_curve(Path(run_root) / name / "logs" / "metrics.csv"),
         spec=spec,
+        format_version=int(record.get("format_version", 1)),
     )
 
 

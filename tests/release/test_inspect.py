@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from diffplan.release.checkpoint import CHECKPOINT_FORMAT_VERSION
 from diffplan.release.inspection import inspect_model, read_training_curve
 from diffplan.release.plotting import DPI, FIGURE_INCHES
 from diffplan_cli.app import app
@@ -46,6 +47,7 @@ def test_inspect_json_agrees_with_the_metadata(release):
     assert sum(report["parameters"]["per_module"].values()) == report["parameters"]["total"]
     assert report["file"]["sha256"] == info["model_stats"]["checkpoint_sha256"]
     assert report["file"]["sha256_matches_metadata"] is True
+    assert report["file"]["format_version"] == CHECKPOINT_FORMAT_VERSION
     assert report["data"]["fingerprint"] == info["training_data"]["fingerprint"]
     assert report["config"]["group"] == "d4"
     curve = report["training_curve"]
