@@ -29,6 +29,7 @@ from diffplan.models._symmetry import CompleteRegularFilter, legacy_complete_reg
 
 CHECKPOINT_FORMAT = "diffplan-release-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 2
+CANONICAL_BASIS_FORMAT = 2  # the first format whose complete-basis coefficients use the canonical basis
 RELEASE_FOLDERS = ("grid", "graph", "continuous")
 
 
@@ -39,6 +40,11 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def checkpoint_file_stats(path: str | Path) -> dict[str, Any]:
+    """The metadata's record of a checkpoint file: ``file_size_mb`` (10**6 bytes), ``checkpoint_sha256``."""
+    return {"file_size_mb": Path(path).stat().st_size / 1e6, "checkpoint_sha256": sha256_file(path)}
 
 
 def save_release_checkpoint(
@@ -125,7 +131,7 @@ def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint")
         raise CheckpointError(f"{source}: its model config does not build a planner ({err}).") from err
     model.eval()
     state = record["state_dict"]
-    if record.get("format_version", 1) < 2:
+    if record.get("format_version", 1) < CANONICAL_BASIS_FORMAT:
         state = canonical_basis_state(model, state)
     try:
         model.load_state_dict(state, strict=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from diffplan.release.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    checkpoint_file_stats,
     model_from_record,
     read_release_checkpoint,
     save_release_checkpoint,
-    sha256_file,
 )
 from diffplan.release.metadata import read_info, write_info
 
@@ -45,8 +45,7 @@ def upgrade_release_checkpoint(checkpoint: str | Path) -> bool:
     info_path = checkpoint.with_name(f"{checkpoint.stem}_info.json")
     if info_path.is_file():
         info = read_info(info_path)
-        info["model_stats"]["checkpoint_sha256"] = sha256_file(checkpoint)
-        info["model_stats"]["file_size_mb"] = checkpoint.stat().st_size / 1e6
+        info["model_stats"].update(checkpoint_file_stats(checkpoint))
         write_info(info_path, info)
     return True
 

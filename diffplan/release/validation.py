@@ -757,7 +757,6 @@ def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
     """
     checks = entry.get("checks", {})
     return {
-        "passed": entry.get("passed"),
         "scores": {k: round(float(v), 9) for k, v in entry.get("scores", {}).items()},
         "verdicts": {name: check.get("status") for name, check in checks.items()},
         "checksum": checks.get("checksum", {}).get("message"),
@@ -779,12 +778,21 @@ def results_describe(report: ValidationReport, release_root: str | Path = Path("
         summary = json.loads((folder / "summary.json").read_text()).get("models", {})
         for model in report.models:
             stored = json.loads((folder / f"{model.name}.json").read_text())
-            fresh = {"data_override": report.data_override, "limit": report.limit, **model.to_dict()}
-            if _outcome(stored) != _outcome(fresh) or model.name not in summary:
+            if _outcome(stored) != _outcome(_stored_entry(report, model)) or model.name not in summary:
                 return False
     except (OSError, ValueError, AttributeError):
         return False
     return True
+
+
+def _run_settings(report: ValidationReport) -> dict[str, Any]:
+    """The settings of a validation run stored beside each model's result."""
+    return {"created_date": report.created_date, "data_override": report.data_override, "limit": report.limit}
+
+
+def _stored_entry(report: ValidationReport, model: ModelValidation) -> dict[str, Any]:
+    """What ``evaluation_results/<name>.json`` holds for ``model``: its result and the run's settings."""
+    return {**_run_settings(report), **model.to_dict()}
 
 
 def write_results(
@@ -795,14 +803,10 @@ def write_results(
     folder = Path(release_root) / "evaluation_results"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    common = {
-        "created_date": report.created_date,
-        "data_override": report.data_override,
-        "limit": report.limit,
-    }
+    common = _run_settings(report)
     for model in report.models:
         path = folder / f"{model.name}.json"
-        atomic_write_text(path, json.dumps({**common, **model.to_dict()}, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(_stored_entry(report, model), indent=2, sort_keys=True) + "\n")
         written.append(path)
     summary_path = folder / "summary.json"
     entries: dict[str, Any] = {}

@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import CSVLogger
 from diffplan._atomic import atomic_path, atomic_write_text
 from diffplan.envs import file_fingerprint, load_split
 from diffplan.errors import DataFileError, TrainingError
-from diffplan.release.checkpoint import save_release_checkpoint, sha256_file
+from diffplan.release.checkpoint import checkpoint_file_stats, save_release_checkpoint
 from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
 from diffplan.release.metadata import hardware, library_versions, now_iso, write_info
 from diffplan.training.callbacks import EpochReport, EpochReportCallback, NanGuard, WallClock
@@ -362,9 +362,8 @@ def _write_release(
         },
         "model_stats": {
             "total_parameters": sum(p.numel() for p in model.parameters()),
-            "file_size_mb": paths.checkpoint.stat().st_size / 1e6,
             "training_time_hours": seconds / 3600.0,
-            "checkpoint_sha256": sha256_file(paths.checkpoint),
+            **checkpoint_file_stats(paths.checkpoint),
         },
         "training_run": {
             "epochs_run": epochs_run,
