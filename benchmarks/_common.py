@@ -21,9 +21,10 @@ from diffplan.envs.generator import generate_mazes
 from diffplan.envs.graph import build_graph_split
 from diffplan.envs.splits import make_grid_split
 from diffplan.release.manifest import load_manifest
-from diffplan.training.batching import make_batch
-from diffplan.training.losses import optimal_set_nll
-from diffplan.training.module import plan, scored_logits
+from diffplan.scoring.batching import make_batch
+from diffplan.scoring.losses import optimal_set_nll
+from diffplan.scoring.planner import run_planner, scored_logits
+from diffplan.task import Task
 
 DEFAULT_MANIFEST = Path("manifests/release_v1.yaml")
 
@@ -43,7 +44,9 @@ def training_arguments(description: str, kind: str) -> argparse.ArgumentParser:
 def release_configs(manifest: Path, kind: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """Release entry name -> (algorithm, constructor arguments) for the manifest's ``kind`` planners."""
     spec = load_manifest(manifest)
-    return {entry.name: (entry.algorithm, entry.model_args()) for entry in spec.models if entry.kind == kind}
+    return {
+        entry.name: (entry.algorithm, entry.model_args()) for entry in spec.models if entry.task is Task(kind)
+    }
 
 
 def select_runs(configs: dict[str, Any], runs: list[str] | None, manifest: Path) -> list[str]:
@@ -59,7 +62,9 @@ def select_runs(configs: dict[str, Any], runs: list[str] | None, manifest: Path)
 def release_batch(kind: str, batch_size: int, size: int = 15) -> dict[str, torch.Tensor]:
     """A training batch of ``batch_size`` mazes of the release distribution, as training builds it."""
     mazes, goal_cell = generate_mazes(batch_size, size, rng=np.random.default_rng(0))
-    split = make_grid_split(mazes, goal_cell) if kind == "grid" else build_graph_split(mazes, goal_cell)
+    split = (
+        make_grid_split(mazes, goal_cell) if Task(kind) is Task.GRID else build_graph_split(mazes, goal_cell)
+    )
     return make_batch(split, torch.arange(batch_size))
 
 
@@ -87,13 +92,13 @@ def time_training_steps(
     """Time ``steps`` RMSprop training steps (forward, optimal-set loss, backward, update) after two
     warm-up steps. Returns medians and minimum in ms, peak-RSS growth in MB, and the mean of each of the
     planner's ``stats`` (e.g. DEQ solver iterations)."""
-    continuous = kind == "graph" and bool(getattr(model, "config", {}).get("cont_action"))
+    continuous = Task(kind) is Task.GRAPH and bool(getattr(model, "config", {}).get("cont_action"))
     optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu_times, stats = [], [], []
     for step in range(steps + 2):
         start, cpu_start = time.perf_counter(), time.process_time()
-        output = plan(model, batch, kind)
+        output = run_planner(model, batch, kind)
         loss = optimal_set_nll(*scored_logits(output, batch, kind, continuous))
         optimiser.zero_grad()
         loss.backward()

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from diffplan._threads import available_cores
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT, ReleasePaths
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import validate_models
-from diffplan.training.run import ReleasePaths
 
 BUDGET_SECONDS = 120.0
 
@@ -30,7 +30,7 @@ BUDGET_SECONDS = 120.0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=Path("manifests/release_v1.yaml"))
-    parser.add_argument("--release-root", type=Path, default=Path("pretrained_models"))
+    parser.add_argument("--release-root", type=Path, default=DEFAULT_RELEASE_ROOT)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test maps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (validate's default: 1)")
     parser.add_argument("--batch-size", type=int, default=250)

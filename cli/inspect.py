@@ -20,7 +20,7 @@ from diffplan_cli.validate import ReleaseRootOpt
 def _format_note(version: int) -> str:
     if version >= CHECKPOINT_FORMAT_VERSION:
         return str(version)
-    upgrade = "python -m diffplan.release.upgrade CHECKPOINT"
+    upgrade = "diffplan upgrade CHECKPOINT"
     return f"{version} (older: `{upgrade}` rewrites it as format {CHECKPOINT_FORMAT_VERSION})"
 
 
@@ -48,7 +48,7 @@ def _render(result: Inspection) -> None:
             f"{result.name}",
             [
                 ("algorithm", result.algorithm),
-                ("kind", str(result.kind)),
+                ("task", str(result.task)),
                 ("checkpoint", str(result.checkpoint)),
                 ("size", f"{result.size_mb:.3f} MB"),
                 ("sha256", f"{result.sha256} ({match})"),

@@ -14,7 +14,8 @@ from diffplan._atomic import atomic_write_text
 from diffplan._threads import available_cores
 from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
-from diffplan.release.validation import FAIL, ValidationReport, validate_models, write_results
+from diffplan.release.results import FAIL, ValidationReport, write_results
+from diffplan.release.validation import validate_models
 from diffplan_cli._common import (
     DEFAULT_MANIFEST,
     InferenceThreadsOpt,

@@ -17,7 +17,6 @@ snapped to the neighbour whose direction has the largest cosine (DESIGN section 
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,17 +27,25 @@ import torch
 from torch import nn
 
 from diffplan.envs.actions import ACTION_DELTAS
+from diffplan.envs.graph import build_graph_split
 from diffplan.errors import BadInputError
+from diffplan.scoring.batching import make_batch, nodes_to_grid
+from diffplan.scoring.metrics import continuous_to_action_scores, neighbour_mask
+from diffplan.scoring.planner import run_planner
+from diffplan.task import Task
 
 ArrayLike = Any  # numpy array, torch tensor or nested sequence
 
 
 @dataclass
 class PlanSettings:
-    """How to feed a planner: ``kind`` (grid | graph) and, for graph planners, ``has_obstacle``."""
+    """How to feed a planner: its ``task`` (grid | graph) and, for graph planners, ``has_obstacle``."""
 
-    kind: str
+    task: Task
     has_obstacle: bool = True
+
+    def __post_init__(self) -> None:
+        self.task = Task(self.task)
 
 
 @dataclass
@@ -94,35 +101,21 @@ class PlanResult:
 
 
 def plan_settings(
-    model: nn.Module, kind: str | None = None, has_obstacle: bool | None = None
+    model: nn.Module, task: Task | str | None = None, has_obstacle: bool | None = None
 ) -> PlanSettings:
     """How to feed ``model``: from the arguments, else the ``release_info`` set by ``load_model``,
-    else the planner registry (``has_obstacle`` defaults to True, as in every release graph model)."""
+    else the planner class's own ``task`` (``has_obstacle`` defaults to True, as in every release graph
+    model)."""
     extra = (getattr(model, "release_info", None) or {}).get("extra", {})
-    kind = kind or extra.get("kind") or _registry_kind(model)
-    if kind not in ("grid", "graph"):
+    task = task or extra.get("kind") or getattr(model, "task", None)
+    if task not in tuple(Task):
         raise BadInputError(
             f"cannot tell whether {type(model).__name__} is a grid or a graph planner; "
-            f"pass kind='grid' or kind='graph'."
+            f"pass task='grid' or task='graph'."
         )
     if has_obstacle is None:
         has_obstacle = bool(extra.get("has_obstacle", True))
-    return PlanSettings(kind, has_obstacle)
-
-
-def _registry_kind(model: nn.Module) -> str | None:
-    from diffplan.models import get_model_entry, list_models
-
-    for name in list_models():
-        builder = get_model_entry(name).builder
-        if isinstance(builder, type) and isinstance(model, builder):
-            return get_model_entry(name).task
-    params = list(inspect.signature(model.forward).parameters)
-    if params[:1] == ["maze"]:
-        return "grid"
-    if params[:1] == ["x"]:
-        return "graph"
-    return None
+    return PlanSettings(Task(task), has_obstacle)
 
 
 def _as_tensor(value: ArrayLike, what: str) -> torch.Tensor:
@@ -177,12 +170,9 @@ def graph_batch_of(
 ) -> dict[str, torch.Tensor]:
     """The graphs of mazes (B, H, W) with goal maps (B, 1, H, W), batched as for training.
 
-    Returns the dict of ``diffplan.training.batching.graph_batch`` (x, edge_index, batch, node_cell ...),
+    Returns the dict of ``diffplan.scoring.batching.graph_batch`` (x, edge_index, batch, node_cell ...),
     built by the data sets' own maze -> graph conversion, so features match the training data exactly.
     """
-    from diffplan.envs.graph import build_graph_split
-    from diffplan.training.batching import make_batch
-
     goal_cell = goal.flatten(1).argmax(dim=1).numpy()
     split = build_graph_split(maze.numpy().round().astype(np.uint8), goal_cell, has_obstacle=has_obstacle)
     return make_batch(split, torch.arange(len(split)))
@@ -190,11 +180,8 @@ def graph_batch_of(
 
 def policy_of(output, batch: dict[str, torch.Tensor], settings: PlanSettings) -> PlanResult:
     """Actions, values and grid-shaped logits of a planner output on a batch (grid or graph layout)."""
-    from diffplan.training.batching import nodes_to_grid
-    from diffplan.training.metrics import continuous_to_action_scores, neighbour_mask
-
     maze = batch["maze"]
-    if settings.kind == "grid":
+    if settings.task is Task.GRID:
         logits, values = output.logits, output.values[:, 0]
         node = torch.ones_like(maze, dtype=torch.bool)
     else:
@@ -214,21 +201,11 @@ def policy_of(output, batch: dict[str, torch.Tensor], settings: PlanSettings) ->
     )
 
 
-def run_planner(model: nn.Module, batch: dict[str, torch.Tensor], settings: PlanSettings):
-    """The planner's raw ``PlanOutput`` on a batch (inputs moved to the model's device and float dtype)."""
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    if settings.kind == "grid":
-        return model(batch["maze"].to(device, dtype), batch["goal"].to(device, dtype))
-    return model(batch["x"].to(device, dtype), batch["edge_index"].to(device), batch["batch"].to(device))
-
-
 def plan_batch(
     model: nn.Module, maze: torch.Tensor, goal: torch.Tensor, settings: PlanSettings
 ) -> PlanResult:
     """Plan on already-checked tensors: maze (B, H, W) float, goal (B, 1, H, W) one-hot."""
-    if settings.kind == "grid":
+    if settings.task is Task.GRID:
         batch = {"maze": maze, "goal": goal}
     else:
         batch = graph_batch_of(maze, goal, settings.has_obstacle)
@@ -236,7 +213,7 @@ def plan_batch(
     model.eval()
     try:
         with torch.no_grad():
-            output = run_planner(model, batch, settings)
+            output = run_planner(model, batch, settings.task)
     finally:
         model.train(was_training)
     return policy_of(output, batch, settings)
@@ -247,7 +224,7 @@ def plan_maze(
     maze: ArrayLike,
     goal: ArrayLike | Sequence[int],
     *,
-    kind: str | None = None,
+    task: Task | str | None = None,
     has_obstacle: bool | None = None,
 ) -> PlanResult:
     """Run a planner on one maze or a batch and read off its policy and value map.
@@ -257,7 +234,7 @@ def plan_maze(
         maze: (H, W) or (B, H, W), 1 = free, 0 = wall; numpy, torch or nested lists.
         goal: a (row, col) pair, a one-hot map (H, W) / (1, H, W), or per maze of a batch: (B, 2)
             pairs or (B, H, W) / (B, 1, H, W) one-hot maps. The goal must be a free cell.
-        kind, has_obstacle: override what ``load_model`` recorded (needed only for planners built by hand
+        task, has_obstacle: override what ``load_model`` recorded (needed only for planners built by hand
             that the registry cannot identify).
 
     Returns:
@@ -271,7 +248,7 @@ def plan_maze(
         raise BadInputError("maze cells must be 1 (free) or 0 (wall).")
     m = m.reshape(-1, *m.shape[-2:])
     goal_maps = _goal_maps(goal, m)
-    result = plan_batch(model, m, goal_maps, plan_settings(model, kind, has_obstacle))
+    result = plan_batch(model, m, goal_maps, plan_settings(model, task, has_obstacle))
     if single:
         result = PlanResult(
             result.actions[0], result.values[0], result.logits[0], result.maze[0], result.goal[0]

@@ -34,6 +34,7 @@ from diffplan.envs.generator import check_maze_size, generate_mazes, goal_maps
 from diffplan.envs.graph import build_graph_split, lattice_edge_index
 from diffplan.envs.splits import GraphSplit, GridSplit, make_grid_split
 from diffplan.errors import BadInputError, DataFileError
+from diffplan.task import Task
 
 DISTANCE_STEPS = (10, 20, 30, 45)
 GENERATOR = (
@@ -120,6 +121,7 @@ def generate_dataset(
     Raises ``BadInputError`` for bad settings and ``DataFileError`` for an output that cannot be written
     (missing folder, a folder, an existing file without ``force``); nothing is written then.
     """
+    kind = Task(kind).value  # a plain string in the file: torch.load(weights_only=True) refuses enums
     start = time.perf_counter()
     output = Path(output)
     sizes = {"train": train_size, "valid": valid_size, "test": test_size}

@@ -11,6 +11,7 @@ from torch_geometric.data import Data
 from diffplan.envs.actions import ACTION_DELTAS
 from diffplan.envs.expert import expert_labels
 from diffplan.envs.generator import goal_maps
+from diffplan.task import Task
 
 
 @dataclass
@@ -25,6 +26,7 @@ class GridSplit:
         dist: (N, H, W) int64 BFS distance to the goal, -1 for walls and unreachable cells.
     """
 
+    task = Task.GRID
     maze: torch.Tensor
     goal: torch.Tensor
     optimal: torch.Tensor
@@ -52,6 +54,7 @@ class GraphSplit:
     ``optimal_vectors``. ``has_obstacle``: every cell is a node; otherwise only free cells are.
     """
 
+    task = Task.GRAPH
     maze: torch.Tensor
     goal: torch.Tensor
     x: torch.Tensor

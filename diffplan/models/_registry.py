@@ -1,6 +1,7 @@
 """Planner registry: algorithm name -> builder (timm style).
 
-Each planner module decorates its builder with ``@register_model("VIN", task="grid")``.
+Each planner class declares its ``task`` (``diffplan.task.Task``) and is decorated with
+``@register_model("VIN")``; the registry reads the task from the class.
 ``create_model(name, **kwargs)`` builds one; ``list_models()`` lists the names, so tests
 parametrised over it cover every registered planner.
 """
@@ -15,8 +16,7 @@ from typing import Any
 from torch import nn
 
 from diffplan.errors import ModelNotFoundError
-
-TASKS = ("grid", "graph")
+from diffplan.task import Task
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,13 @@ class ModelEntry:
     """What the registry knows about one planner."""
 
     name: str
-    task: str  # "grid" or "graph"
+    task: Task
     builder: Callable[..., nn.Module]
     symmetric: bool = False
     implicit: bool = False  # deep-equilibrium (fixed point, implicit gradient)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task(self.task))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -43,12 +46,13 @@ def constructor_config(init_locals: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in init_locals.items() if key not in ("self", "__class__")}
 
 
-def register_model(name: str, *, task: str, symmetric: bool = False, implicit: bool = False):
-    """Class/function decorator registering a planner builder under its algorithm name."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+def register_model(name: str, *, symmetric: bool = False, implicit: bool = False):
+    """Class decorator registering a planner under its algorithm name; the class states its ``task``."""
 
     def decorator(builder):
+        task = getattr(builder, "task", None)
+        if not isinstance(task, Task):
+            raise ValueError(f"planner {name!r} must declare its task (a diffplan.task.Task class attribute)")
         if name in _REGISTRY:
             raise ValueError(f"planner {name!r} is registered twice")
         _REGISTRY[name] = ModelEntry(name, task, builder, symmetric, implicit)
@@ -63,8 +67,8 @@ def _ensure_loaded() -> None:
     import diffplan.models.grid  # noqa: F401
 
 
-def list_models(task: str | None = None) -> list[str]:
-    """Sorted names of registered planners, optionally only those of one task ("grid"/"graph")."""
+def list_models(task: Task | None = None) -> list[str]:
+    """Sorted names of registered planners, optionally only those of one task."""
     _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
 

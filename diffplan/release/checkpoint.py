@@ -15,6 +15,7 @@ models were trained.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,15 @@ from diffplan._atomic import atomic_path
 from diffplan.errors import CheckpointError, DiffplanError, ModelNotFoundError
 from diffplan.models import create_model
 from diffplan.models._symmetry import CompleteRegularFilter, legacy_complete_regular_basis
+from diffplan.release.layout import RELEASE_FOLDERS
+from diffplan.release.metadata import read_info, write_info
 
 CHECKPOINT_FORMAT = "diffplan-release-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 2
 CANONICAL_BASIS_FORMAT = 2  # the first format whose complete-basis coefficients use the canonical basis
-RELEASE_FOLDERS = ("grid", "graph", "continuous")
+# Lightning run checkpoints (training's, not the release's) record which complete filter basis their
+# coefficients refer to; older run checkpoints lack the key and are refused on resume.
+RUN_BASIS_KEY, RUN_BASIS_VERSION = "diffplan_complete_basis", "orbit-v1"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -68,8 +73,12 @@ def save_release_checkpoint(
         "extra": dict(extra or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+    # Serialised in memory first: torch.save names the zip's root folder after the file it writes, and a
+    # temporary file's random name would make the same weights give different bytes each time.
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
     with atomic_path(path) as tmp:
-        torch.save(record, tmp)
+        tmp.write_bytes(buffer.getvalue())
     model.train(was_training)
 
 
@@ -97,12 +106,29 @@ def read_release_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not a diffplan release checkpoint (no '{CHECKPOINT_FORMAT}' marker)."
         )
-    if record.get("format_version", 1) > CHECKPOINT_FORMAT_VERSION:
+    version = format_version(record, path)
+    if version > CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format {record['format_version']}, newer than this diffplan reads "
+            f"{path} has checkpoint format {version}, newer than this diffplan reads "
             f"({CHECKPOINT_FORMAT_VERSION}); upgrade diffplan."
         )
     return record
+
+
+def format_version(record: dict[str, Any], source: str | Path = "checkpoint") -> int:
+    """The record's format version (1 when absent: the first format did not write one)."""
+    version = record.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{source}: 'format_version' must be a whole number >= 1, got {version!r}; "
+            f"it is not a release checkpoint diffplan wrote."
+        )
+    return version
+
+
+def is_current(record: dict[str, Any]) -> bool:
+    """Whether a record is in the format this diffplan writes (older ones load, converted)."""
+    return format_version(record) >= CHECKPOINT_FORMAT_VERSION
 
 
 def canonical_basis_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -131,7 +157,7 @@ def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint")
         raise CheckpointError(f"{source}: its model config does not build a planner ({err}).") from err
     model.eval()
     state = record["state_dict"]
-    if record.get("format_version", 1) < CANONICAL_BASIS_FORMAT:
+    if format_version(record, source) < CANONICAL_BASIS_FORMAT:
         state = canonical_basis_state(model, state)
     try:
         model.load_state_dict(state, strict=True)
@@ -177,3 +203,34 @@ def load_model(name_or_path: str | Path) -> nn.Module:
     model = model_from_record(record, path)
     model.release_info = {k: record[k] for k in ("name", "algorithm", "model_config", "extra")}
     return model
+
+
+def upgrade_release_checkpoint(checkpoint: str | Path) -> bool:
+    """Rewrite ``checkpoint`` (and its ``<name>_info.json`` beside it, if any) in the current format.
+
+    Why: a format-1 file still loads, but its conversion rebuilds the old SVD basis on the reading machine,
+    and LAPACK may choose that basis differently on another CPU. Upgrading on the machine that trained the
+    model fixes the filters once. The metadata's checksum and size follow the new file; every other figure
+    stays, as the filters are the same to float precision (``diffplan validate`` re-scores).
+
+    Returns False, touching nothing, when the file is already current.
+    """
+    checkpoint = Path(checkpoint)
+    record = read_release_checkpoint(checkpoint)
+    if is_current(record):
+        return False
+    model = model_from_record(record, checkpoint)
+    save_release_checkpoint(
+        checkpoint,
+        model,
+        name=record["name"],
+        algorithm=record["algorithm"],
+        model_config=record["model_config"],
+        extra=record["extra"],
+    )
+    info_path = checkpoint.with_name(f"{checkpoint.stem}_info.json")
+    if info_path.is_file():
+        info = read_info(info_path)
+        info["model_stats"].update(checkpoint_file_stats(checkpoint))
+        write_info(info_path, info)
+    return True

@@ -16,15 +16,23 @@ from typing import Any
 import torch
 import yaml
 
-from diffplan.errors import CheckpointError, DataFileError, ModelNotFoundError
+from diffplan.envs import load_split
+from diffplan.errors import BadInputError, CheckpointError, DataFileError, ModelNotFoundError
+from diffplan.planning import PlanSettings, policy_of
 from diffplan.release.checkpoint import (
-    RELEASE_FOLDERS,
+    format_version,
+    load_model,
     model_from_record,
     read_release_checkpoint,
     sha256_file,
 )
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT, RELEASE_FOLDERS
 from diffplan.release.manifest import Manifest, ModelSpec
 from diffplan.release.metadata import read_info
+from diffplan.release.plotting import draw_plan
+from diffplan.scoring import make_batch, run_planner
+from diffplan.scoring.metrics import MONITOR, rollout, score_logits
+from diffplan.task import Task
 
 
 @dataclass
@@ -47,7 +55,7 @@ class Inspection:
     name: str
     checkpoint: Path
     algorithm: str
-    kind: str | None
+    task: Task | None
     model_config: dict[str, Any]
     extra: dict[str, Any]
     size_mb: float
@@ -85,7 +93,7 @@ class Inspection:
             "name": self.name,
             "checkpoint": str(self.checkpoint),
             "algorithm": self.algorithm,
-            "kind": self.kind,
+            "task": None if self.task is None else self.task.value,
             "model_config": self.model_config,
             "extra": self.extra,
             "file": {
@@ -155,14 +163,14 @@ def read_training_curve(metrics_csv: Path) -> TrainingCurve | None:
             except ValueError:
                 continue
             values = per_epoch.setdefault(epoch, {})
-            for key in ("train/loss", "val/accuracy"):
+            for key in ("train/loss", MONITOR):
                 if row.get(key) not in (None, ""):
                     values[key] = float(row[key])
     if not per_epoch:
         return None
     epochs = sorted(per_epoch)
     losses = [per_epoch[e].get("train/loss") for e in epochs]
-    accuracies = [per_epoch[e].get("val/accuracy") for e in epochs]
+    accuracies = [per_epoch[e].get(MONITOR) for e in epochs]
     scored = [(a, e) for a, e in zip(accuracies, epochs, strict=True) if a is not None and not math.isnan(a)]
     best = max(scored, key=lambda pair: pair[0]) if scored else None  # first epoch reaching the best
     final_loss = next((loss for loss in reversed(losses) if loss is not None), None)
@@ -190,7 +198,7 @@ def inspect_model(
     name_or_path: str | Path,
     *,
     manifest: Manifest | None = None,
-    release_root: str | Path = Path("pretrained_models"),
+    release_root: str | Path = DEFAULT_RELEASE_ROOT,
     run_root: str | Path = Path("runs"),
 ) -> Inspection:
     """Inspect a release model by name or checkpoint path (weights-only read; nothing is scored)."""
@@ -220,7 +228,7 @@ def inspect_model(
         name=name,
         checkpoint=checkpoint,
         algorithm=record["algorithm"],
-        kind=record.get("extra", {}).get("kind"),
+        task=_recorded_task(record),
         model_config=dict(record["model_config"]),
         extra=dict(record.get("extra", {})),
         size_mb=checkpoint.stat().st_size / 1e6,
@@ -234,8 +242,14 @@ def inspect_model(
         config=config,
         curve=read_training_curve(Path(run_root) / name / "logs" / "metrics.csv"),
         spec=spec,
-        format_version=int(record.get("format_version", 1)),
+        format_version=format_version(record, checkpoint),
     )
+
+
+def _recorded_task(record: dict[str, Any]) -> Task | None:
+    """The task a checkpoint records (``extra["kind"]``), if it records a known one."""
+    recorded = record.get("extra", {}).get("kind")
+    return Task(recorded) if recorded in tuple(Task) else None
 
 
 def plot_test_map(
@@ -247,15 +261,6 @@ def plot_test_map(
     manifest_path: Path | None = None,
 ) -> dict[str, float]:
     """Draw test map ``index`` with the model's value map, policy and failures; returns the map's scores."""
-    from diffplan.envs import load_split
-    from diffplan.errors import BadInputError
-    from diffplan.planning import PlanSettings, policy_of
-    from diffplan.release.checkpoint import load_model
-    from diffplan.release.plotting import draw_plan
-    from diffplan.training.batching import make_batch
-    from diffplan.training.metrics import rollout, score_logits
-    from diffplan.training.module import plan
-
     path = Path(data) if data is not None else inspection.data_path
     if path is None or not path.is_file():
         hint = (
@@ -273,11 +278,11 @@ def plot_test_map(
         )
     index %= len(split)
     model = load_model(inspection.checkpoint)
-    kind = inspection.kind or ("grid" if split.__class__.__name__ == "GridSplit" else "graph")
-    settings = PlanSettings(kind, getattr(split, "has_obstacle", True))
+    task = inspection.task or split.task
+    settings = PlanSettings(task, getattr(split, "has_obstacle", True))
     batch = make_batch(split, [index])
     with torch.no_grad():
-        planned = plan(model, batch, kind)
+        planned = run_planner(model, batch, task)
     result = policy_of(planned, batch, settings)
     continuous = result.logits.shape[1] == 2
     scores = score_logits(
@@ -298,7 +303,7 @@ def plot_test_map(
         f"success {100 * summary['success']:.1f}%"
     )
     edges = None
-    if kind == "graph":
+    if task is Task.GRAPH:
         node_cell = batch["node_cell"]
         edges = node_cell[batch["edge_index"]].T.tolist()  # (E, 2) cell pairs
     draw_plan(

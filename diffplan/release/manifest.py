@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -23,9 +25,24 @@ from pydantic import (
 )
 
 from diffplan.errors import ManifestError, ModelNotFoundError
+from diffplan.release.layout import RELEASE_FOLDERS
+from diffplan.scoring.metrics import METRICS
+from diffplan.task import WORLDS, Task
 
-TASK_KIND = {"GridWorld": "grid", "GraphWorld": "graph"}
-RELEASE_FOLDERS = ("grid", "graph", "continuous")
+
+def _world_to_task(value: Any) -> Any:
+    if isinstance(value, str) and value not in WORLDS:
+        raise ValueError(f"must be one of {', '.join(WORLDS)}, got {value!r}")
+    return WORLDS[value] if isinstance(value, str) else value
+
+
+# The manifest says ``task: GridWorld | GraphWorld``; the schema maps it onto ``Task`` and writes it back
+# in the manifest's words, so resolved configs read as the manifest does.
+WorldTask = Annotated[
+    Task,
+    BeforeValidator(_world_to_task),
+    PlainSerializer(lambda task: next(w for w, t in WORLDS.items() if t is task), return_type=str),
+]
 NOT_RECIPE = ("target", "notes")  # entry fields that do not change what is trained
 
 
@@ -37,7 +54,7 @@ class DatasetSpec(_Strict):
     """One data set the release needs: where it lives and the settings that generate it."""
 
     path: Path
-    kind: Literal["grid", "graph"]
+    kind: Task
     maze_size: int = Field(15, ge=5)
     train_size: PositiveInt = 10000
     valid_size: PositiveInt = 2000
@@ -48,7 +65,7 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _grid_has_no_graph_flags(self) -> DatasetSpec:
-        if self.kind == "grid" and self.cont_action:
+        if self.kind is Task.GRID and self.cont_action:
             raise ValueError("cont_action applies to graph data sets only")
         return self
 
@@ -56,7 +73,7 @@ class DatasetSpec(_Strict):
 class Target(_Strict):
     """A release target: the model passes when ``metric`` on the test split is strictly above ``minimum``."""
 
-    metric: Literal["accuracy", "success", "optimality"] = "accuracy"
+    metric: Literal[METRICS] = "accuracy"
     minimum: float = Field(ge=0.0, le=1.0)
 
 
@@ -65,10 +82,10 @@ class ModelSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     algorithm: str
-    task: Literal["GridWorld", "GraphWorld"]
+    task: WorldTask
     data: Path
     group: str | None = None
-    has_obstacle: bool = False
+    has_obstacle: bool = False  # graph entries: must equal their data set's (grid planners see every cell)
     cont_action: bool = False
     no_equiv_policy: bool = False
     epochs: PositiveInt = 100
@@ -82,21 +99,16 @@ class ModelSpec(_Strict):
     max_minutes: PositiveFloat | None = None
     seed: int = 42
     model: dict[str, Any] = Field(default_factory=dict)
-    folder: Literal["grid", "graph", "continuous"]
+    folder: Literal[RELEASE_FOLDERS]
     target: Target
     notes: str = ""
-
-    @property
-    def kind(self) -> str:
-        """``grid`` or ``graph``: the kind of data set and planner this entry uses."""
-        return TASK_KIND[self.task]
 
     def model_args(self) -> dict[str, Any]:
         """Constructor arguments for ``create_model(self.algorithm, **args)``."""
         args = dict(self.model)
         if self.group is not None:
             args["group"] = self.group
-        if self.kind == "graph":
+        if self.task is Task.GRAPH:
             args["cont_action"] = self.cont_action
         if self.no_equiv_policy:
             args["no_equiv_policy"] = True
@@ -164,11 +176,10 @@ def _check_model_args(spec: ModelSpec, where: str) -> None:
         entry = get_model_entry(spec.algorithm)
     except ModelNotFoundError as err:
         raise ManifestError(f"{where}: field 'algorithm': {err}") from err
-    expected_kind = TASK_KIND[spec.task]
-    if entry.task != expected_kind:
+    if entry.task is not spec.task:
         raise ManifestError(
             f"{where}: field 'task': {spec.algorithm} is a {entry.task} planner, "
-            f"but the entry says {spec.task}."
+            f"but the entry says {spec.resolved()['task']}."
         )
     params = inspect.signature(entry.builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -228,10 +239,16 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         if not any(d.path == spec.data for d in datasets.values()):
             raise ManifestError(f"{where}: field 'data': {spec.data} is not one of the manifest's data sets.")
         dataset = next(d for d in datasets.values() if d.path == spec.data)
-        if dataset.kind != spec.kind:
+        if dataset.kind is not spec.task:
             raise ManifestError(
                 f"{where}: field 'data': {spec.data} is a {dataset.kind} data set; "
-                f"{spec.task} needs {spec.kind}."
+                f"{spec.resolved()['task']} needs {spec.task}."
+            )
+        if spec.task is Task.GRAPH and spec.has_obstacle != dataset.has_obstacle:
+            # One source: the data set builds the graphs; the entry may only repeat what it says.
+            raise ManifestError(
+                f"{where}: field 'has_obstacle': the entry says {spec.has_obstacle}, its data set "
+                f"{spec.data} says {dataset.has_obstacle}; make them agree."
             )
         if spec.cont_action != dataset.cont_action:
             raise ManifestError(

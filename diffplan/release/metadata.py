@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 
 from diffplan._atomic import atomic_write_text
 from diffplan.errors import CheckpointError
+from diffplan.scoring.metrics import ACCURACY, ANGLE_ERROR, LOSS, MONITOR, OPTIMALITY, SUCCESS
 
 REQUIRED_KEYS = (
     "model_name",
@@ -87,3 +89,95 @@ def read_info(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"metadata file {path} lacks {', '.join(missing)}; it is incomplete.")
     return info
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a training run measured about itself, for the ``_info.json`` built from it."""
+
+    seconds: float
+    epochs_run: int
+    best_epoch: int
+    max_epochs: int
+    best_validation_accuracy: float
+    final_loss: float | None
+    train_size: int
+    valid_size: int
+    limit_maps: int | None
+    parameters: int
+    checkpoint_stats: dict[str, Any]  # ``file_size_mb`` and ``checkpoint_sha256`` of the written file
+
+
+def build_info(spec, dataset, scores: dict[str, dict[str, float]], run: RunRecord, fingerprint: str) -> dict:
+    """The ``<name>_info.json`` of a trained model (DESIGN section 7), from measurements only.
+
+    Args:
+        spec: the manifest entry (``diffplan.release.manifest.ModelSpec``) the model was trained from.
+        dataset: its data set (``DatasetSpec``); the one source of maze size and ``has_obstacle``.
+        scores: ``{"valid": ..., "test": ...}`` as returned by ``diffplan.scoring.evaluate``.
+        run: what the run measured; fingerprint: the data file's content fingerprint.
+    """
+    test, valid = scores["test"], scores["valid"]
+    performance = {
+        "test_accuracy": test[ACCURACY],
+        "test_success": test[SUCCESS],
+        "test_optimality": test[OPTIMALITY],
+        "test_loss": test[LOSS],
+        "test_maps": test["maps"],
+        "validation_accuracy": valid[ACCURACY],
+        "validation_success": valid[SUCCESS],
+        "validation_optimality": valid[OPTIMALITY],
+        "final_loss": run.final_loss,
+    }
+    if ANGLE_ERROR in test:
+        performance["test_angle_error_degrees"] = test[ANGLE_ERROR]
+        performance["validation_angle_error_degrees"] = valid[ANGLE_ERROR]
+    return {
+        "model_name": spec.name,
+        "algorithm": spec.algorithm,
+        "environment": {
+            "task": spec.resolved()["task"],
+            "maze_size": dataset.maze_size,
+            "mechanism": "4abs-cc",
+            "has_obstacle": dataset.has_obstacle,
+            "cont_action": spec.cont_action,
+            "group": spec.group,
+            "no_equiv_policy": spec.no_equiv_policy,
+        },
+        "training_data": {
+            "path": str(spec.data),
+            "fingerprint": fingerprint,
+            "train_size": run.train_size,
+            "valid_size": run.valid_size,
+            "limit_maps": run.limit_maps,
+        },
+        "training_config": spec.resolved(),
+        "performance": performance,
+        "target": {
+            "metric": spec.target.metric,
+            "minimum": spec.target.minimum,
+            "passed": target_passed(spec, test),
+        },
+        "model_stats": {
+            "total_parameters": run.parameters,
+            "training_time_hours": run.seconds / 3600.0,
+            **run.checkpoint_stats,
+        },
+        "training_run": {
+            "epochs_run": run.epochs_run,
+            "best_epoch": run.best_epoch,
+            "max_epochs": run.max_epochs,
+            "monitor": MONITOR,
+            "best_validation_accuracy": run.best_validation_accuracy,
+        },
+        "hardware": hardware(),
+        "library_versions": library_versions(),
+        "created_date": now_iso(),
+        "notes": spec.notes,
+    }
+
+
+def target_passed(spec, test_scores: dict[str, float]) -> bool:
+    """Whether test scores pass the entry's target: its metric strictly above its minimum."""
+    measured = test_scores.get(spec.target.metric)
+    return measured is not None and measured > spec.target.minimum

@@ -23,11 +23,13 @@ from pathlib import Path, PurePosixPath
 
 from diffplan._atomic import atomic_path, atomic_write_text
 from diffplan.errors import BadInputError, CheckFailedError, CheckpointError, DataFileError
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT, ReleasePaths
 from diffplan.release.manifest import Manifest
 from diffplan.release.metadata import read_info
 from diffplan.release.readme import render_quick_start, render_readme
 from diffplan.release.reproducibility import RERUN_FOLDER, collect_reruns
-from diffplan.release.validation import ValidationReport, results_describe, validate_models, write_results
+from diffplan.release.results import ValidationReport, results_describe, write_results
+from diffplan.release.validation import validate_models
 
 SUMS_NAME = "SHA256SUMS"
 ARCHIVE_TOP = "pretrained_models"  # unpacking in a project folder restores the release layout
@@ -110,8 +112,6 @@ def render_sums(entries: list[tuple[str, str, int]]) -> str:
 
 
 def _read_infos(manifest: Manifest, release_root: Path) -> dict[str, dict | None]:
-    from diffplan.training.run import ReleasePaths
-
     infos: dict[str, dict | None] = {}
     for spec in manifest.models:
         try:
@@ -146,7 +146,7 @@ def _write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
 def build_package(
     manifest: Manifest,
     *,
-    release_root: str | Path = Path("pretrained_models"),
+    release_root: str | Path = DEFAULT_RELEASE_ROOT,
     dist_dir: str | Path = Path("dist"),
     version: str = "1.0",
     allow_failing: bool = False,

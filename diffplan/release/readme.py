@@ -12,6 +12,7 @@ from typing import Any
 
 from diffplan.release.manifest import Manifest, ModelSpec
 from diffplan.release.reproducibility import ModelReruns
+from diffplan.task import Task
 
 ALGORITHMS = {
     "VIN": "Value Iteration Network (Tamar et al., 2016): a convolutional encoder turns maze and goal into "
@@ -203,7 +204,7 @@ def render_readme(
     lines += ["", "## The models one by one"]
     for spec in manifest.models:
         lines += ["", *_model_section(spec, infos.get(spec.name))]
-    grid = next((s.name for s in manifest.models if s.kind == "grid"), manifest.models[0].name)
+    grid = next((s.name for s in manifest.models if s.task is Task.GRID), manifest.models[0].name)
     lines += [
         "",
         "## Loading a model",
@@ -224,7 +225,7 @@ def render_readme(
         "are the same on every host, so a model plans the same whatever the machine or its number of "
         "threads (`diffplan validate` checks one against two threads). Format-1 checkpoints, whose "
         "complete-basis coefficients referred to an SVD basis that changed with the thread count, still "
-        "load and are converted (`python -m diffplan.release.upgrade` rewrites them).",
+        "load and are converted (`diffplan upgrade CHECKPOINT...` rewrites them).",
         "",
         "## Metrics",
         "",
@@ -323,8 +324,8 @@ def _model_section(spec: ModelSpec, info: dict | None) -> list[str]:
 
 def render_quick_start(manifest: Manifest, version: str) -> str:
     """The quick-start guide: install, load, plan. Its python blocks run in order as written."""
-    grid = next((s for s in manifest.models if s.kind == "grid"), None)
-    graph = next((s for s in manifest.models if s.kind == "graph" and not s.cont_action), None)
+    grid = next((s for s in manifest.models if s.task is Task.GRID), None)
+    graph = next((s for s in manifest.models if s.task is Task.GRAPH and not s.cont_action), None)
     continuous = next((s for s in manifest.models if s.cont_action), None)
     first = grid or graph or continuous or manifest.models[0]
     maze_rows = "\n".join(f'    "{row}",' for row in QUICK_START_MAZE)
@@ -405,10 +406,10 @@ def render_quick_start(manifest: Manifest, version: str) -> str:
         "",
         "```python",
         "from diffplan.envs import load_split",
-        "from diffplan.training.evaluate import evaluate",
+        "from diffplan.scoring import evaluate",
         "",
         f'test = load_split("{first.data}", "test")',
-        f'scores = evaluate(model, test, kind="{first.kind}", cont_action={first.cont_action}, limit=100)',
+        "scores = evaluate(model, test, limit=100)",
         "print(f\"accuracy {scores['accuracy']:.3f}, success {scores['success']:.3f}\")",
         "```",
         "",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffplan.errors import CheckpointError
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT
 from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
 from diffplan.release.metadata import read_info
 
@@ -97,7 +98,7 @@ def _read(path: Path) -> dict | None:
 
 def collect_reruns(
     manifest: Manifest,
-    release_root: str | Path = Path("pretrained_models"),
+    release_root: str | Path = DEFAULT_RELEASE_ROOT,
     rerun_root: str | Path | None = None,
 ) -> list[ModelReruns]:
     """The release models that have at least one rerun under ``rerun_root`` (default:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from diffplan.envs import load_split
-from diffplan.training.batching import make_batch
+from diffplan.scoring.batching import make_batch
 
 
 class PlannerDataModule(pl.LightningDataModule):

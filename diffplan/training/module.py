@@ -16,9 +16,9 @@ from diffplan.errors import TrainingError
 from diffplan.models import create_model, get_model_entry
 from diffplan.models._output import PlanOutput
 from diffplan.models._symmetry import CompleteRegularFilter
-from diffplan.training.batching import nodes_to_grid
-from diffplan.training.losses import optimal_set_nll, vector_logits
-from diffplan.training.metrics import LOSS, score_logits
+from diffplan.release.checkpoint import RUN_BASIS_KEY, RUN_BASIS_VERSION
+from diffplan.scoring import LOSS, MONITOR, batch_metrics, run_planner, scored_logits
+from diffplan.scoring.losses import optimal_set_nll
 
 OPTIMIZERS = {
     "RMSprop": torch.optim.RMSprop,
@@ -26,47 +26,6 @@ OPTIMIZERS = {
     "AdamW": torch.optim.AdamW,
     "SGD": torch.optim.SGD,
 }
-
-
-def plan(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str) -> PlanOutput:
-    """Run a planner on a batch from ``diffplan.training.batching``."""
-    if kind == "grid":
-        return model(batch["maze"], batch["goal"])
-    return model(batch["x"], batch["edge_index"], batch["batch"])
-
-
-def scored_logits(output: PlanOutput, batch: dict[str, torch.Tensor], kind: str, continuous: bool):
-    """Action logits and optimal sets of the scored states only. Shapes: (N, 4), (N, 4) bool."""
-    if kind == "grid":
-        scored = batch["dist"] > 0  # (B, H, W)
-        return output.logits.permute(0, 2, 3, 1)[scored], batch["optimal"].permute(0, 2, 3, 1)[scored]
-    logits = vector_logits(output.logits) if continuous else output.logits
-    scored = batch["node_dist"] > 0
-    return logits[scored], batch["node_optimal"][scored]
-
-
-def grid_output(output: PlanOutput, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
-    """The planner's logits (or move vectors) on the grid. Shape: (B, 4 or 2, H, W)."""
-    return output.logits if kind == "grid" else nodes_to_grid(output.logits, batch, fill=0.0)
-
-
-def batch_metrics(
-    output: PlanOutput, batch: dict[str, torch.Tensor], kind: str, continuous: bool, has_obstacle: bool
-) -> dict[str, torch.Tensor]:
-    """Per-map metrics (DESIGN section 5) of one batch. Each value has shape (B,)."""
-    return score_logits(
-        batch["maze"],
-        batch["goal"],
-        batch["dist"],
-        batch["optimal"],
-        grid_output(output, batch, kind).detach(),
-        continuous=continuous,
-        has_obstacle=has_obstacle,
-    )
-
-
-# Run checkpoints (Lightning's) record which complete filter basis their coefficients refer to.
-BASIS_KEY, BASIS_VERSION = "diffplan_complete_basis", "orbit-v1"
 
 
 class PlannerModule(pl.LightningModule):
@@ -91,27 +50,27 @@ class PlannerModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.kind = get_model_entry(algorithm).task
+        self.task = get_model_entry(algorithm).task
         self.model = create_model(algorithm, **model_args)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PlanOutput:
-        return plan(self.model, batch, self.kind)
+        return run_planner(self.model, batch, self.task)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[BASIS_KEY] = BASIS_VERSION
+        checkpoint[RUN_BASIS_KEY] = RUN_BASIS_VERSION
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse run checkpoints whose complete-basis coefficients use the old SVD basis (see
         ``diffplan.release.checkpoint``): resuming them would silently train different filters."""
         uses_basis = any(isinstance(m, CompleteRegularFilter) for m in self.model.modules())
-        if uses_basis and checkpoint.get(BASIS_KEY) != BASIS_VERSION:
+        if uses_basis and checkpoint.get(RUN_BASIS_KEY) != RUN_BASIS_VERSION:
             raise TrainingError(
                 "this run checkpoint was written by a diffplan whose complete-basis filters used another "
                 "basis; start the run again with --force (its release checkpoint, if any, still loads)."
             )
 
     def _loss(self, output: PlanOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits, optimal = scored_logits(output, batch, self.kind, self.hparams.cont_action)
+        logits, optimal = scored_logits(output, batch, self.task, self.hparams.cont_action)
         return optimal_set_nll(logits, optimal)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -127,7 +86,7 @@ class PlannerModule(pl.LightningModule):
         output = self(batch)
         size = batch["maze"].shape[0]
         self.log(f"{stage}/{LOSS}", self._loss(output, batch), on_epoch=True, batch_size=size)
-        metrics = batch_metrics(output, batch, self.kind, self.hparams.cont_action, self.hparams.has_obstacle)
+        metrics = batch_metrics(output, batch, self.task, self.hparams.cont_action, self.hparams.has_obstacle)
         for key, per_map in metrics.items():
             # Weighted by batch size, the epoch value is the mean over maps of the per-map means.
             self.log(f"{stage}/{key}", per_map.mean(), on_epoch=True, batch_size=size)
@@ -150,6 +109,6 @@ class PlannerModule(pl.LightningModule):
             )
             return {
                 "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/accuracy"},
+                "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR},
             }
         return optimizer

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from diffplan._pool import run_in_processes
 from diffplan.errors import DiffplanError
 from diffplan.release.manifest import Manifest, ModelSpec, load_manifest
 from diffplan.training.run import TrainOptions, TrainResult, train_model
@@ -33,10 +32,9 @@ def train_in_parallel(
 ) -> list[TrainResult]:
     """Train ``specs`` with at most ``jobs`` processes; on GPUs, job i gets GPU i mod count."""
     gpus = torch.cuda.device_count() if options.accelerator in ("auto", "gpu", "cuda") else 0
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = []
-        for index, spec in enumerate(specs):
-            job_options = replace(options, devices=[index % gpus], accelerator="gpu") if gpus else options
-            futures.append(pool.submit(_train_one, spec.name, str(manifest.path), job_options))
-        return [future.result() for future in futures]
+
+    def job_arguments(index: int, spec: ModelSpec) -> tuple:
+        job_options = replace(options, devices=[index % gpus], accelerator="gpu") if gpus else options
+        return (spec.name, str(manifest.path), job_options)
+
+    return run_in_processes(_train_one, specs, jobs=jobs, arguments=job_arguments)

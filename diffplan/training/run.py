@@ -27,15 +27,13 @@ from diffplan._atomic import atomic_path, atomic_write_text
 from diffplan.envs import file_fingerprint, load_split
 from diffplan.errors import DataFileError, TrainingError
 from diffplan.release.checkpoint import checkpoint_file_stats, save_release_checkpoint
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT, ReleasePaths
 from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
-from diffplan.release.metadata import hardware, library_versions, now_iso, write_info
+from diffplan.release.metadata import RunRecord, build_info, write_info
+from diffplan.scoring import LOSS, MONITOR, evaluate
 from diffplan.training.callbacks import EpochReport, EpochReportCallback, NanGuard, WallClock
 from diffplan.training.datamodule import PlannerDataModule
-from diffplan.training.evaluate import evaluate
-from diffplan.training.metrics import ACCURACY, ANGLE_ERROR, LOSS, OPTIMALITY, SUCCESS
 from diffplan.training.module import PlannerModule
-
-MONITOR = f"val/{ACCURACY}"
 
 
 class TrainingInterrupted(TrainingError):
@@ -44,33 +42,12 @@ class TrainingInterrupted(TrainingError):
     exit_code = 130
 
 
-@dataclass(frozen=True)
-class ReleasePaths:
-    """Where one model's release files live."""
-
-    checkpoint: Path
-    info: Path
-    config: Path
-
-    @classmethod
-    def of(cls, spec: ModelSpec, release_root: Path) -> ReleasePaths:
-        folder = Path(release_root) / spec.folder
-        return cls(
-            folder / f"{spec.name}.ckpt",
-            folder / f"{spec.name}_info.json",
-            folder / "configs" / f"{spec.name}_config.yaml",
-        )
-
-    def exist(self) -> bool:
-        return self.checkpoint.is_file() and self.info.is_file() and self.config.is_file()
-
-
 @dataclass
 class TrainOptions:
     """How to run (not what to train): hardware, resumption, logging, output folders."""
 
     run_root: Path = Path("runs")
-    release_root: Path = Path("pretrained_models")
+    release_root: Path = DEFAULT_RELEASE_ROOT
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
@@ -96,10 +73,11 @@ class TrainResult:
     best_epoch: int = 0
     seconds: float = 0.0
     message: str = ""
+    passed_target: bool = False  # the entry's own target metric, as its metadata records it
 
     @property
     def passed(self) -> bool:
-        return self.status != "failed" and self.test.get(ACCURACY, -1.0) > self.target
+        return self.status == "trained" and self.passed_target
 
 
 def is_up_to_date(spec: ModelSpec, release_root: Path) -> bool:
@@ -294,17 +272,14 @@ def _write_release(
     dataset = manifest.dataset_for(spec)
     module = PlannerModule.load_from_checkpoint(best.best_model_path, map_location="cpu")
     model = module.model.eval()
-    kind = module.kind
     scores = {}
     for split in ("valid", "test"):
         loaded = data.splits.get(split) or load_split(spec.data, split, trust_pickle=options.trust_pickle)
         scores[split] = evaluate(
             model,
             loaded,
-            kind=kind,
             cont_action=spec.cont_action,
             has_obstacle=dataset.has_obstacle,
-            batch_size=64,
             limit=options.limit_maps,
         )
     paths = ReleasePaths.of(spec, options.release_root)
@@ -315,76 +290,36 @@ def _write_release(
         name=spec.name,
         algorithm=spec.algorithm,
         model_config=spec.model_args(),
-        extra={"kind": kind, "cont_action": spec.cont_action, "has_obstacle": dataset.has_obstacle},
+        extra={
+            "kind": module.task.value,
+            "cont_action": spec.cont_action,
+            "has_obstacle": dataset.has_obstacle,
+        },
     )
     final_loss = trainer.callback_metrics.get(f"train/{LOSS}")
-    test, valid = scores["test"], scores["valid"]
-    performance = {
-        "test_accuracy": test[ACCURACY],
-        "test_success": test[SUCCESS],
-        "test_optimality": test[OPTIMALITY],
-        "test_loss": test[LOSS],
-        "test_maps": test["maps"],
-        "validation_accuracy": valid[ACCURACY],
-        "validation_success": valid[SUCCESS],
-        "validation_optimality": valid[OPTIMALITY],
-        "final_loss": None if final_loss is None else float(final_loss),
-    }
-    if ANGLE_ERROR in test:
-        performance["test_angle_error_degrees"] = test[ANGLE_ERROR]
-        performance["validation_angle_error_degrees"] = valid[ANGLE_ERROR]
-    epochs_run = trainer.current_epoch  # counts finished epochs
-    info = {
-        "model_name": spec.name,
-        "algorithm": spec.algorithm,
-        "environment": {
-            "task": spec.task,
-            "maze_size": dataset.maze_size,
-            "mechanism": "4abs-cc",
-            "has_obstacle": dataset.has_obstacle,
-            "cont_action": spec.cont_action,
-            "group": spec.group,
-            "no_equiv_policy": spec.no_equiv_policy,
-        },
-        "training_data": {
-            "path": str(spec.data),
-            "fingerprint": file_fingerprint(spec.data),
-            "train_size": len(data.splits["train"]),
-            "valid_size": len(data.splits["valid"]),
-            "limit_maps": options.limit_maps,
-        },
-        "training_config": spec.resolved(),
-        "performance": performance,
-        "target": {
-            "metric": spec.target.metric,
-            "minimum": spec.target.minimum,
-            "passed": performance[f"test_{spec.target.metric}"] > spec.target.minimum,
-        },
-        "model_stats": {
-            "total_parameters": sum(p.numel() for p in model.parameters()),
-            "training_time_hours": seconds / 3600.0,
-            **checkpoint_file_stats(paths.checkpoint),
-        },
-        "training_run": {
-            "epochs_run": epochs_run,
-            "best_epoch": _epoch_of(best.best_model_path),
-            "max_epochs": trainer.max_epochs,
-            "monitor": MONITOR,
-            "best_validation_accuracy": float(best.best_model_score),
-        },
-        "hardware": hardware(),
-        "library_versions": library_versions(),
-        "created_date": now_iso(),
-        "notes": spec.notes,
-    }
+    record = RunRecord(
+        seconds=seconds,
+        epochs_run=trainer.current_epoch,  # counts finished epochs
+        best_epoch=_epoch_of(best.best_model_path),
+        max_epochs=trainer.max_epochs,
+        best_validation_accuracy=float(best.best_model_score),
+        final_loss=None if final_loss is None else float(final_loss),
+        train_size=len(data.splits["train"]),
+        valid_size=len(data.splits["valid"]),
+        limit_maps=options.limit_maps,
+        parameters=sum(p.numel() for p in model.parameters()),
+        checkpoint_stats=checkpoint_file_stats(paths.checkpoint),
+    )
+    info = build_info(spec, dataset, scores, record, file_fingerprint(spec.data))
     write_info(paths.info, info)
     atomic_write_text(paths.config, yaml.safe_dump(spec.resolved(), sort_keys=False))
     return TrainResult(
         spec.name,
         "trained",
         spec.target.minimum,
-        test=test,
-        epochs_run=epochs_run,
-        best_epoch=info["training_run"]["best_epoch"],
+        test=scores["test"],
+        epochs_run=record.epochs_run,
+        best_epoch=record.best_epoch,
         seconds=seconds,
+        passed_target=info["target"]["passed"],
     )

@@ -16,8 +16,9 @@ from diffplan.envs.actions import ACTION_DELTAS, FLIP_LR_ACTION_PERM, FLIP_UD_AC
 from diffplan.errors import BadInputError
 from diffplan.models import create_model, get_model_entry, list_models
 from diffplan.models.graph._readout import MISSING_LOGIT
+from diffplan.task import Task
 
-GRAPH_MODELS = list_models(task="graph")
+GRAPH_MODELS = list_models(task=Task.GRAPH)
 
 # Small widths keep the whole module fast; unknown (newly registered) planners run with their defaults.
 SMALL = {

@@ -13,8 +13,9 @@ from diffplan.errors import BadInputError
 from diffplan.models import create_model, get_model_entry, list_models
 from diffplan.models._symmetry import CompleteRegularFilter, get_gspace, group_size
 from diffplan.models.grid._vi_step import VIStep, _MaxOverFields, kernel_matrix, neighbourhoods
+from diffplan.task import Task
 
-GRID = list_models(task="grid")
+GRID = list_models(task=Task.GRID)
 SYMMETRIC = [n for n in GRID if get_model_entry(n).symmetric]
 SMALL = dict(l_h=6, l_q=3)
 

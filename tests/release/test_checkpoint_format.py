@@ -12,14 +12,15 @@ from diffplan.errors import TrainingError
 from diffplan.models import create_model
 from diffplan.models._symmetry import CompleteRegularFilter, legacy_complete_regular_basis
 from diffplan.release.checkpoint import (
+    RUN_BASIS_KEY,
     load_model,
     read_release_checkpoint,
     save_release_checkpoint,
     sha256_file,
+    upgrade_release_checkpoint,
 )
 from diffplan.release.metadata import REQUIRED_KEYS, REQUIRED_PERFORMANCE, REQUIRED_STATS, write_info
-from diffplan.release.upgrade import upgrade_release_checkpoint
-from diffplan.training.module import BASIS_KEY, PlannerModule
+from diffplan.training.module import PlannerModule
 
 CONFIG = {"k": 3, "l_h": 2, "l_q": 2, "complete_basis": True, "value_norm": True}
 
@@ -79,4 +80,4 @@ def test_a_run_checkpoint_from_before_the_canonical_basis_is_refused_on_resume()
     with pytest.raises(TrainingError, match="--force"):
         module.on_load_checkpoint({})
     PlannerModule("VIN", {"k": 3, "l_h": 2, "l_q": 2}).on_load_checkpoint({})  # no complete basis: fine
-    assert BASIS_KEY in saved
+    assert RUN_BASIS_KEY in saved

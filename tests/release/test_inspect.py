@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from diffplan.release.checkpoint import CHECKPOINT_FORMAT_VERSION
 from diffplan.release.inspection import inspect_model, read_training_curve
 from diffplan.release.plotting import DPI, FIGURE_INCHES
+from diffplan.task import Task
 from diffplan_cli.app import app
 
 runner = CliRunner()
@@ -58,7 +59,7 @@ def test_inspect_by_checkpoint_path_needs_no_manifest(release, tmp_path, monkeyp
     path = release.file("MP-VIN_tiny")
     monkeypatch.chdir(tmp_path)  # no manifests/release_v1.yaml here
     inspection = inspect_model(path)
-    assert inspection.name == "MP-VIN_tiny" and inspection.kind == "graph"
+    assert inspection.name == "MP-VIN_tiny" and inspection.task is Task.GRAPH
     assert inspection.sha256_matches_metadata and inspection.curve is None
     assert inspection.spec is None and str(inspection.data_path) == "data/tiny_graph.pth"
 

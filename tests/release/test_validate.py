@@ -17,7 +17,7 @@ from diffplan.release.checkpoint import load_model, sha256_file
 from diffplan.release.equivariance import equivariance_errors, transform_logits
 from diffplan.release.manifest import load_manifest
 from diffplan.release.validation import CHECKS, validate_models
-from diffplan.training.batching import make_batch
+from diffplan.scoring.batching import make_batch
 from diffplan_cli.app import app
 
 runner = CliRunner()
@@ -115,7 +115,7 @@ def test_validate_runs_one_job_per_core_unless_told(release, monkeypatch):
 
 
 def test_a_model_that_plans_differently_on_two_threads_fails_the_thread_check(release, monkeypatch):
-    import diffplan.release.validation as validation
+    import diffplan.release.checks as validation
 
     def load_thread_dependent(path):
         model = load_model(path)

@@ -2,8 +2,8 @@
 
 import torch
 
-from diffplan.training.losses import optimal_set_nll, vector_logits
-from diffplan.training.metrics import (
+from diffplan.scoring.losses import optimal_set_nll, vector_logits
+from diffplan.scoring.metrics import (
     ACCURACY,
     ANGLE_ERROR,
     OPTIMALITY,

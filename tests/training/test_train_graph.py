@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from diffplan.envs import load_split
 from diffplan.envs.expert import expert_labels
 from diffplan.release.checkpoint import load_model
-from diffplan.training.batching import make_batch
+from diffplan.scoring.batching import make_batch
 from diffplan.training.module import PlannerModule
 from diffplan_cli.app import app
 from tests.training.conftest import tiny_manifest

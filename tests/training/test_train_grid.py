@@ -13,7 +13,7 @@ from diffplan.envs import load_split
 from diffplan.errors import TrainingError
 from diffplan.release.checkpoint import load_model
 from diffplan.release.manifest import load_manifest
-from diffplan.training.batching import make_batch
+from diffplan.scoring.batching import make_batch
 from diffplan.training.callbacks import EpochReportCallback
 from diffplan.training.module import PlannerModule
 from diffplan.training.run import TrainingInterrupted, TrainOptions, train_model

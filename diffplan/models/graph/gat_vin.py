@@ -29,6 +29,7 @@ from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import bound_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
+from diffplan.task import Task
 
 
 class _StaticEdgeGATConv(GATConv):
@@ -54,7 +55,7 @@ class _StaticEdgeGATConv(GATConv):
         return F.dropout(alpha, p=self.dropout, training=self.training)
 
 
-@register_model("GAT-VIN", task="graph")
+@register_model("GAT-VIN")
 class GATVIN(nn.Module):
     """VIN on graphs with GATConv layers and relative-position edge features.
 
@@ -72,6 +73,8 @@ class GATVIN(nn.Module):
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
         (unused). -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1), stats {"vi_residual"}).
     """
+
+    task = Task.GRAPH
 
     def __init__(
         self,

@@ -29,9 +29,10 @@ from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry, edge_linear
 from diffplan.models.graph._graph_vi import bound_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
+from diffplan.task import Task
 
 
-@register_model("GCN-VIN-v2", task="graph")
+@register_model("GCN-VIN-v2")
 class GCNVINv2(nn.Module):
     """VIN on graphs with GCNConv layers and learned relative-position edge weights.
 
@@ -49,6 +50,8 @@ class GCNVINv2(nn.Module):
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
         (unused). -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1), stats {"vi_residual"}).
     """
+
+    task = Task.GRAPH
 
     def __init__(
         self,

@@ -21,9 +21,10 @@ from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import RelMessagePassing, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
+from diffplan.task import Task
 
 
-@register_model("MP-VIN", task="graph")
+@register_model("MP-VIN")
 class MPVIN(nn.Module):
     """Message-passing VIN on graphs with node positions.
 
@@ -44,6 +45,8 @@ class MPVIN(nn.Module):
         (unused: graphs of a batch only interact through edge_index).
         -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1), stats {"vi_residual"}).
     """
+
+    task = Task.GRAPH
 
     def __init__(
         self,

@@ -33,9 +33,10 @@ from diffplan.models.graph._escnn import EqEdgeReadout, EqMessagePassing, EqMLP,
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import value_iteration
 from diffplan.models.graph._readout import EdgeReadout
+from diffplan.task import Task
 
 
-@register_model("Sym-MP-VIN", task="graph", symmetric=True)
+@register_model("Sym-MP-VIN", symmetric=True)
 class SymMPVIN(nn.Module):
     """Equivariant message-passing VIN on graphs with node positions.
 
@@ -58,6 +59,8 @@ class SymMPVIN(nn.Module):
         (unused). -> PlanOutput(logits (V, 4) or (V, 2), values (V, 1): max of v over the group
         channels, stats {"vi_residual"}).
     """
+
+    task = Task.GRAPH
 
     def __init__(
         self,

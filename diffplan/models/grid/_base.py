@@ -37,6 +37,7 @@ from diffplan.errors import BadInputError
 from diffplan.models._output import PlanOutput
 from diffplan.models.deq import check_solver, fixed_point
 from diffplan.models.grid._vi_step import VIStep, kernel_matrix, neighbourhoods, normalise_value_kernel
+from diffplan.task import Task
 
 
 def check_int(name: str, value: int, *, minimum: int = 1, odd: bool = False) -> int:
@@ -66,6 +67,7 @@ class GridPlanner(nn.Module):
     ``group_size`` (G) and ``config`` (the constructor arguments).
     """
 
+    task = Task.GRID
     group_size: int = 1
     config: dict
 

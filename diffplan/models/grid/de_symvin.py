@@ -7,7 +7,7 @@ from diffplan.models.grid._base import EquilibriumSolve, check_gamma
 from diffplan.models.grid.symvin import SymVINLayers
 
 
-@register_model("DE-SymVIN", task="grid", symmetric=True, implicit=True)
+@register_model("DE-SymVIN", symmetric=True, implicit=True)
 class DESymVIN(EquilibriumSolve, SymVINLayers):
     """Deep-equilibrium SymVIN: ``v* = VI_step(v*)`` with the equivariant step of SymVIN, no K.
 

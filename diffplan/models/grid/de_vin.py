@@ -7,7 +7,7 @@ from diffplan.models.grid._base import EquilibriumSolve, check_gamma
 from diffplan.models.grid.vin import VINLayers
 
 
-@register_model("DE-VIN", task="grid", implicit=True)
+@register_model("DE-VIN", implicit=True)
 class DEVIN(EquilibriumSolve, VINLayers):
     """Deep-equilibrium VIN: ``v* = VI_step(v*)``, no K; the same parameters (and state-dict keys) as VIN.
 

@@ -93,7 +93,7 @@ class SymVINLayers(GridPlanner):
         return logits if self._action_channels is None else logits[:, self._action_channels]
 
 
-@register_model("SymVIN", task="grid", symmetric=True)
+@register_model("SymVIN", symmetric=True)
 class SymVIN(SymVINLayers):
     """Symmetric VIN: K unrolled equivariant VI steps.
 

@@ -40,7 +40,7 @@ class VINLayers(GridPlanner):
         return q @ self.policy.weight.flatten(1).t()
 
 
-@register_model("VIN", task="grid")
+@register_model("VIN")
 class VIN(VINLayers):
     """Value Iteration Network: K unrolled VI steps, trained by backpropagation through all of them.
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import pytorch_lightning as pl
 
+from diffplan.scoring.metrics import MONITOR
+
 
 @dataclass(frozen=True)
 class EpochReport:
@@ -45,7 +47,7 @@ class EpochReportCallback(pl.Callback):
             self.best = float(restored)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        accuracy = _metric(trainer, "val/accuracy")
+        accuracy = _metric(trainer, MONITOR)
         if accuracy is not None:
             self.best = accuracy if self.best is None else max(self.best, accuracy)
         self.report(

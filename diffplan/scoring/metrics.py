@@ -26,6 +26,8 @@ SUCCESS = "success"
 OPTIMALITY = "optimality"
 ANGLE_ERROR = "angle_error"
 LOSS = "loss"
+METRICS = (ACCURACY, SUCCESS, OPTIMALITY)  # the scores every result reports; targets name one
+MONITOR = f"val/{ACCURACY}"  # what training checkpoints, early-stops and schedules on
 
 _DELTAS = torch.as_tensor(ACTION_DELTAS, dtype=torch.long)  # (4, 2) (dy, dx)
 
