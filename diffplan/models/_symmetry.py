@@ -118,6 +118,62 @@ class SteerableFilter(nn.Module):
         bias = self.bias_expansion @ self.bias if self.bias is not None else None
         return weight, bias
 
+    @torch.no_grad()
+    def set_filter(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> float:
+        """Set the coefficients to those of an expanded filter (and bias), found on *this* host's basis.
+
+        escnn computes its steerable bases numerically (null spaces of its Clebsch-Gordan constraints), and
+        the solution within a degenerate subspace depends on the CPU's BLAS kernels: the same coefficients
+        give other filters on an AMD EPYC than on an AVX-512 Intel host (SymVIN_maze15 planned at 2.5%
+        accuracy). The space of equivariant filters is the same everywhere, so a filter saved expanded is
+        portable: its coefficients here are the least-squares solution of ``expand(c) = weight``, found by
+        conjugate gradients on the normal equations (the expansion is linear; its adjoint is its gradient).
+
+        Shapes: weight (out_size, in_size, k, k); bias (out_size,). Returns the relative reconstruction
+        error (0 up to float rounding when the filter is equivariant for this group).
+        """
+        basis = copy.deepcopy(self.basis).double()
+        target = weight.detach().double().reshape(-1)
+        shape = self.weights.shape
+
+        def expand(c: torch.Tensor) -> torch.Tensor:
+            return basis(c).reshape(-1)
+
+        def adjoint(r: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                c = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+                (grad,) = torch.autograd.grad(expand(c), c, grad_outputs=r)
+            return grad
+
+        # CG on E^T E c = E^T w (E has full column rank: escnn's basis elements are independent).
+        c = torch.zeros(shape, dtype=torch.float64)
+        rhs = adjoint(target)
+        residual = rhs.clone()
+        direction = residual.clone()
+        norm = float((residual * residual).sum())
+        scale = max(float((rhs * rhs).sum()), 1e-300)
+        for _ in range(4 * c.numel()):
+            if norm <= 1e-28 * scale:
+                break
+            applied = adjoint(expand(direction))
+            alpha = norm / float((direction * applied).sum())
+            c += alpha * direction
+            residual -= alpha * applied
+            new_norm = float((residual * residual).sum())
+            direction = residual + (new_norm / norm) * direction
+            norm = new_norm
+        self.weights.copy_(c.to(self.weights.dtype))
+        error = float((expand(c) - target).norm() / target.norm().clamp_min(1e-300))
+        if bias is not None and self.bias is not None:
+            expansion = self.bias_expansion.double()
+            solution = torch.linalg.lstsq(expansion, bias.detach().double().reshape(-1, 1)).solution[:, 0]
+            self.bias.copy_(solution.to(self.bias.dtype))
+            bias_error = (expansion @ solution - bias.double()).norm() / bias.double().norm().clamp_min(
+                1e-300
+            )
+            error = max(error, float(bias_error))
+        return error
+
 
 def _sampled_regular_filters(group: str, kernel_size: int) -> tuple[torch.Tensor, int, int]:
     """Filters (G * G * k * k, n) that span every equivariant k x k filter between regular fields, with

@@ -5,11 +5,19 @@ constructor arguments beside the state dict, and no optimizer state. Loading reb
 with ``create_model(algorithm, **model_config)`` and loads the weights strictly. Planners are saved
 and loaded in eval mode (escnn modules keep different state-dict keys in training mode).
 
-Format 2 stores the coefficients of complete-basis filters (``CompleteRegularFilter``) against the
-canonical orbit basis. Format 1 stored them against an SVD basis that LAPACK picks differently with the
-thread count, so a format-1 model loaded on two threads planned wrongly (SymVIN_maze15: 50.7% accuracy
-instead of 99.8%); reading one converts its coefficients from that basis, computed on one thread as the
-models were trained.
+Formats, oldest first (one module owns them and their conversion; older files load, converted):
+
+1. Complete-basis filter coefficients (``CompleteRegularFilter``) against an SVD basis that LAPACK picks
+   differently with the thread count: a format-1 model loaded on two threads planned wrongly
+   (SymVIN_maze15: 50.7% accuracy instead of 99.8%). Reading one converts its coefficients from that
+   basis, computed on one thread as the models were trained.
+2. Those coefficients against the canonical orbit basis (exact, host-independent).
+3. Also every escnn steerable filter stored expanded (``expanded_filters``). escnn computes its bases
+   numerically and they differ between CPUs' BLAS kernels: the format-2 SymVIN_maze15, trained on an
+   AVX-512 Intel host, planned at 2.5% accuracy on an AMD EPYC. Reading a format-3 file sets each
+   steerable filter's coefficients from its expanded filter on the reading host's basis.
+   ``diffplan upgrade`` rewrites older files; run it where the model was trained (or with that host's
+   BLAS kernels, e.g. ``OPENBLAS_CORETYPE=SkylakeX`` and a fresh escnn cache).
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ from torch import nn
 from diffplan._atomic import atomic_path
 from diffplan.errors import CheckpointError, DiffplanError, ModelNotFoundError
 from diffplan.models import create_model
-from diffplan.models._symmetry import CompleteRegularFilter, legacy_complete_regular_basis
+from diffplan.models._symmetry import CompleteRegularFilter, SteerableFilter, legacy_complete_regular_basis
 from diffplan.release.layout import RELEASE_FOLDERS
 from diffplan.release.metadata import read_info, write_info
 
 CHECKPOINT_FORMAT = "diffplan-release-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 2
+CHECKPOINT_FORMAT_VERSION = 3
 CANONICAL_BASIS_FORMAT = 2  # the first format whose complete-basis coefficients use the canonical basis
+EXPANDED_FILTER_FORMAT = 3  # the first format that also stores every steerable filter expanded
+FILTER_TOLERANCE = 1e-4  # relative error of a stored filter rebuilt on this host's escnn basis
 # Lightning run checkpoints (training's, not the release's) record which complete filter basis their
 # coefficients refer to; older run checkpoints lack the key and are refused on resume.
 RUN_BASIS_KEY, RUN_BASIS_VERSION = "diffplan_complete_basis", "orbit-v1"
@@ -72,6 +82,7 @@ def save_release_checkpoint(
         "model_config": dict(model_config),
         "extra": dict(extra or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "expanded_filters": expanded_filters(model),
     }
     # Serialised in memory first: torch.save names the zip's root folder after the file it writes, and a
     # temporary file's random name would make the same weights give different bytes each time.
@@ -131,6 +142,50 @@ def is_current(record: dict[str, Any]) -> bool:
     return format_version(record) >= CHECKPOINT_FORMAT_VERSION
 
 
+def expanded_filters(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """Every escnn steerable filter of ``model`` expanded: ``{module name: {"weight", "bias"?}}``.
+
+    Why (format 3): escnn's bases are computed numerically and differ between CPUs (see
+    ``SteerableFilter.set_filter``), so coefficients alone define other filters on another host; the
+    expanded filters are the same everywhere. Shapes: weight (out, in, k, k), bias (out,).
+    """
+    filters = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, SteerableFilter):
+                weight, bias = module()
+                entry = {"weight": weight.detach().cpu().clone()}
+                if bias is not None:
+                    entry["bias"] = bias.detach().cpu().clone()
+                filters[name] = entry
+    return filters
+
+
+def _load_expanded_filters(model: nn.Module, filters: Any, source: str | Path) -> None:
+    """Set each steerable filter's coefficients from its stored expanded filter, on this host's basis."""
+    modules = dict(model.named_modules())
+    steerable = {name for name, module in modules.items() if isinstance(module, SteerableFilter)}
+    if not isinstance(filters, dict) or set(filters) != steerable:
+        raise CheckpointError(
+            f"{source}: its expanded filters do not match the planner's steerable filters "
+            f"({sorted(steerable)}); the file is damaged or was not written by diffplan."
+        )
+    for name in sorted(steerable):
+        entry, module = filters[name], modules[name]
+        weight = entry.get("weight") if isinstance(entry, dict) else None
+        expected = (module.out_size, module.in_size, module.kernel_size, module.kernel_size)
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
+            raise CheckpointError(
+                f"{source}: expanded filter {name!r} is missing or not of shape {expected}."
+            )
+        error = module.set_filter(weight, entry.get("bias"))
+        if not error <= FILTER_TOLERANCE:
+            raise CheckpointError(
+                f"{source}: filter {name!r} is not an equivariant filter of its layer on this host's "
+                f"basis (relative error {error:.1e}); the file is damaged."
+            )
+
+
 def canonical_basis_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state_dict`` with every complete-basis filter's coefficients moved from the format-1 SVD basis to
     the canonical one (same filters, to float precision); other entries unchanged.
@@ -168,6 +223,8 @@ def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint")
             f"the checkpoint was made by another version of the planner: retrain it or use the "
             f"matching diffplan version."
         ) from err
+    if format_version(record, source) >= EXPANDED_FILTER_FORMAT:
+        _load_expanded_filters(model, record.get("expanded_filters"), source)
     return model
 
 
@@ -213,13 +270,17 @@ def upgrade_release_checkpoint(checkpoint: str | Path) -> bool:
     model fixes the filters once. The metadata's checksum and size follow the new file; every other figure
     stays, as the filters are the same to float precision (``diffplan validate`` re-scores).
 
-    Returns False, touching nothing, when the file is already current.
+    Returns False, touching nothing, when the file is already current, or is format 2 and its planner
+    has no escnn steerable filter (nothing host-dependent to fix).
     """
     checkpoint = Path(checkpoint)
     record = read_release_checkpoint(checkpoint)
     if is_current(record):
         return False
     model = model_from_record(record, checkpoint)
+    portable = format_version(record, checkpoint) >= CANONICAL_BASIS_FORMAT
+    if portable and not any(isinstance(m, SteerableFilter) for m in model.modules()):
+        return False  # no host-dependent basis in this planner: the file is portable as it is
     save_release_checkpoint(
         checkpoint,
         model,
