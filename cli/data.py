@@ -1,4 +1,4 @@
-"""`diffplan data`: generate the maze data sets and describe data-set files."""
+"""`diffplan data`: generate the maze data sets and describe data-set and map files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
+from diffplan._atomic import atomic_write_text, check_output
 from diffplan.envs import (
     check_generation,
     dataset_info,
@@ -20,11 +22,60 @@ from diffplan.envs import (
     settings_differences,
 )
 from diffplan.envs.datasets import SETTINGS
-from diffplan.errors import BadInputError
+from diffplan.errors import BadInputError, DataFileError
 from diffplan.release.manifest import load_manifest
-from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, JsonOpt, ManifestOpt, console
+from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, JsonOpt, ManifestOpt, console, err_console
 
-app = typer.Typer(help="Generate the maze data sets and describe data-set files.", no_args_is_help=True)
+
+class _FlagsWithoutMetavar:
+    """Renders boolean flags without a ``<bool>`` type column (typer 0.29's rich help shows one)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:  # typer vendors its own click: test the attribute, not the class
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsWithoutMetavar, TyperCommand):
+    pass
+
+
+class _Group(_FlagsWithoutMetavar, TyperGroup):
+    pass
+
+
+app = typer.Typer(
+    cls=_Group, help="Generate the maze data sets and describe data-set and map files.", no_args_is_help=True
+)
+
+JsonOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--json-out",
+        dir_okay=False,
+        help="Also write the --json output to this file (atomically; checked before the work starts).",
+    ),
+]
+
+
+def _check_json_out(path: Path | None) -> None:
+    """Refuse a --json-out path that cannot be written, before any work (an existing file is replaced)."""
+    if path is not None:
+        check_output(path, force=True)
+
+
+def _emit_json(payload: dict[str, Any], to_stdout: bool, path: Path | None) -> None:
+    text = json.dumps(payload, indent=2, default=str)
+    if path is not None:
+        try:
+            atomic_write_text(path, text + "\n")
+        except OSError as err:
+            raise DataFileError(f"cannot write {path}: {err.strerror or err}; choose another path.") from err
+    if to_stdout:
+        typer.echo(text)
+
 
 # The library's defaults for the generation settings (everything but kind).
 DEFAULTS: dict[str, Any] = {
@@ -72,7 +123,7 @@ def _explicit(
     return (output.stem, output, settings, True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def generate(
     manifest: ManifestOpt = None,
     kind: Annotated[
@@ -83,10 +134,12 @@ def generate(
         int | None, typer.Option(help=f"Maze side length, odd and >= 5 (default {DEFAULTS['maze_size']}).")
     ] = None,
     train_size: Annotated[
-        int | None, typer.Option(help=f"Training mazes (default {DEFAULTS['train_size']}).")
+        int | None,
+        typer.Option(help=f"Training mazes; 0 for a test-only set (default {DEFAULTS['train_size']})."),
     ] = None,
     valid_size: Annotated[
-        int | None, typer.Option(help=f"Validation mazes (default {DEFAULTS['valid_size']}).")
+        int | None,
+        typer.Option(help=f"Validation mazes; 0 for a test-only set (default {DEFAULTS['valid_size']})."),
     ] = None,
     test_size: Annotated[
         int | None, typer.Option(help=f"Test mazes (default {DEFAULTS['test_size']}).")
@@ -112,6 +165,8 @@ def generate(
         ),
     ] = None,
     force: ForceOpt = False,
+    json_output: JsonOpt = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Generate the data sets a manifest lists, or one data set from --kind and its options."""
     options = {
@@ -136,10 +191,12 @@ def generate(
         plan = [_explicit(kind, output, options)]
         _, path, settings, _ = plan[0]
         check_generation(output=path, force=force, **settings)
+    _check_json_out(json_out)
 
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    # --json keeps stdout for the JSON: the progress bar goes to stderr then.
+    with Progress(*columns, console=err_console if json_output else console) as progress:
         for name, path, settings, make in plan:
             splits = "/".join(str(settings[f"{s}_size"]) for s in ("train", "valid", "test"))
             if not make:
@@ -162,7 +219,25 @@ def generate(
                 summary["seconds"],
             )
             rows.append((*row, "generated"))
-    console.print(_summary_table(rows))
+    if json_output or json_out is not None:
+        datasets = [_row_json(row, planned[2]) for row, planned in zip(rows, plan, strict=True)]
+        _emit_json({"datasets": datasets}, json_output, json_out)
+    if not json_output:
+        console.print(_summary_table(rows))
+
+
+def _row_json(row: tuple, settings: dict[str, Any]) -> dict[str, Any]:
+    name, path, _, size, fingerprint, seconds, status = row
+    return {
+        "name": name,
+        "path": str(path),
+        "kind": settings["kind"],
+        "splits": {split: settings[f"{split}_size"] for split in ("train", "valid", "test")},
+        "bytes": size,
+        "fingerprint": fingerprint,
+        "seconds": seconds,
+        "status": status,
+    }
 
 
 def _summary_table(rows: list[tuple]) -> Table:
@@ -180,34 +255,89 @@ def _summary_table(rows: list[tuple]) -> Table:
     return table
 
 
-@app.command()
+def _goal_cells(values: list[str] | None) -> list[tuple[int, int]] | None:
+    if not values:
+        return None
+    goals = []
+    for value in values:
+        try:
+            row, col = (int(part) for part in value.split(","))
+        except ValueError as err:
+            raise typer.BadParameter(f"{value!r} is not ROW,COL (two whole numbers, e.g. 3,7).") from err
+        goals.append((row, col))
+    return goals
+
+
+@app.command(cls=_Command)
 def info(
-    path: Annotated[Path, typer.Argument(help="A data-set file: grid .npz or graph .pth.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A data-set file (grid .npz, graph .pth) or a map file (MovingAI .map, text maze, .npy, "
+            "image)."
+        ),
+    ],
     json_output: JsonOpt = False,
+    json_out: JsonOutOpt = None,
     trust_pickle: Annotated[
         bool,
         typer.Option(
             "--trust-pickle", help="Allow the published graph pickle; unpickling runs code from the file."
         ),
     ] = False,
+    scen: Annotated[
+        Path | None,
+        typer.Option(help="Map files: goals from this MovingAI .scen (default: <map>.scen beside a .map)."),
+    ] = None,
+    goal: Annotated[
+        list[str] | None,
+        typer.Option(help="Map files: a goal cell ROW,COL for every map (repeatable)."),
+    ] = None,
+    num_goals: Annotated[
+        int | None,
+        typer.Option(
+            help="Map files: goals drawn per map when it has none, or the first N .scen goals (default 1)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Map files: seed of the goals drawn from free cells (default 0).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Images: grey level (0 black .. 1 white) below which a pixel is a wall (default 0.5)."
+        ),
+    ] = None,
 ) -> None:
-    """Describe a data-set file: layout, splits, statistics, fingerprint, labels."""
-    described = dataset_info(path, trust_pickle=trust_pickle)
+    """Describe a data-set or map file: layout, splits, statistics, goals, fingerprint, labels."""
+    _check_json_out(json_out)
+    options = {"scen": scen, "goals": _goal_cells(goal), "num_goals": num_goals, "seed": seed}
+    described = dataset_info(path, trust_pickle=trust_pickle, threshold=threshold, **options)
+    if json_output or json_out is not None:
+        _emit_json(described, json_output, json_out)
     if json_output:
-        typer.echo(json.dumps(described, indent=2))
         return
+    console.print(_info_table(path, described))
+    console.print(_splits_table(described))
+
+
+def _info_table(path: Path, described: dict[str, Any]) -> Table:
     summary = Table(title=str(path), show_header=False)
     summary.add_column("Field", style="bold")
     summary.add_column("Value")
     ok = described["fingerprint_ok"]
     check = {True: "[green]matches the stored one[/]", False: "[red]DIFFERS from the stored one[/]"}
+    labels = ", ".join(described["labels"]) + " (recomputed on load)" if described["labels"] else "none"
+    border = {True: "yes", False: "no (off the map counts as a wall)", None: "-"}
     rows = {
         "Layout": described["layout"],
         "Kind": described["kind"],
-        "Maze size": str(described["maze_size"]),
-        "Mechanism": described["mechanism"],
+        "Maze size": f"{described['height']}x{described['width']}",
+        "Mechanism": f"{described['mechanism']} (optimal actions computed by BFS on load)",
         "Size on disk": _size(described["bytes"]),
-        "Labels in the file": ", ".join(described["labels"]) + " (recomputed on load)",
+        "Labels in the file": labels,
+        "Goals": described["goals"],
+        "Wall border": border[described["wall_border"]],
         "Fingerprint": f"{described['fingerprint']} {check.get(ok, '(none stored)')}",
     }
     if described["kind"] == "graph":
@@ -217,19 +347,26 @@ def info(
         rows["Seed"] = str(described["metadata"].get("seed"))
     for field, value in rows.items():
         summary.add_row(field, value)
-    console.print(summary)
+    return summary
 
+
+def _splits_table(described: dict[str, Any]) -> Table:
     splits = Table(title="Splits (BFS distance of reachable cells)")
-    for column in ("Split", "Mazes", "Free fraction mean [min, max]", "<=10", "<=20", "<=30", "<=45", "Max"):
+    columns = ("Split", "Mazes", "Free fraction mean [min, max]", "Scored cells mean [min, max]")
+    for column in (*columns, "<=10", "<=20", "<=30", "<=45", "Max"):
         splits.add_column(column, justify="left" if column == "Split" else "right")
     for name, stats in described["splits"].items():
-        free = stats["free_fraction"]
+        if not stats["mazes"]:
+            splits.add_row(name, "0", *["-"] * 7)
+            continue
+        free, scored = stats["free_fraction"], stats["scored_cells"]
         within = [f"{100 * stats['reachable_within'][k]:.1f}%" for k in ("10", "20", "30", "45")]
         splits.add_row(
             name,
             str(stats["mazes"]),
             f"{free['mean']:.3f} [{free['min']:.3f}, {free['max']:.3f}]",
+            f"{scored['mean']:.1f} [{scored['min']}, {scored['max']}]",
             *within,
             str(stats["max_distance"]),
         )
-    console.print(splits)
+    return splits

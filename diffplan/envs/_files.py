@@ -1,4 +1,4 @@
-"""File plumbing shared by the data-set formats: fingerprints and format sniffing."""
+"""File plumbing shared by the data-set and map formats: fingerprints, format sniffing, size limits."""
 
 from __future__ import annotations
 
@@ -35,22 +35,76 @@ def require_file(path: Path) -> None:
             f"data set {path} does not exist; generate it with `diffplan data generate` or fix the path."
         )
     if not path.is_file():
-        raise DataFileError(f"data set {path} is not a file; pass the path of a .npz or .pth data set.")
+        raise DataFileError(
+            f"data set {path} is not a file; pass the path of a data set (.npz, .pth) or a map file."
+        )
+
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
+TEXT_MAZE_SUFFIXES = frozenset({".txt", ".maze"})
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P2", b"P5", b"P6")
+_TEXT_MAZE_CHARS = frozenset(b"#.GS \t\r\n")
+NPY_MAGIC = b"\x93NUMPY"
+
+# Limits checked from headers before anything is allocated (DESIGN section 8).
+MAX_MAP_SIDE = 4096
+MAX_MAP_CELLS = MAX_MAP_SIDE * MAX_MAP_SIDE  # one map
+MAX_SPLIT_CELLS = 1 << 28  # all maps of one split together (maps x height x width)
+MAX_TEXT_BYTES = 64 << 20  # a text map or .scen file
+
+
+def check_size(path: Path, maps: int, height: int, width: int, what: str = "the maps") -> None:
+    """Refuse map sizes over the limits before allocating them (``DataFileError`` naming the file)."""
+    if height < 1 or width < 1:
+        raise DataFileError(f"{path}: {what} are {height}x{width}; a map needs at least one row and column.")
+    if height * width > MAX_MAP_CELLS:
+        raise DataFileError(
+            f"{path}: {what} are {height}x{width} cells, over the limit of {MAX_MAP_SIDE}x{MAX_MAP_SIDE} "
+            "cells per map; crop or downscale the map."
+        )
+    if maps * height * width > MAX_SPLIT_CELLS:
+        raise DataFileError(
+            f"{path}: {maps} maps of {height}x{width} cells exceed the limit of {MAX_SPLIT_CELLS} cells per "
+            "split; use fewer maps or goals (num_goals / --num-goals)."
+        )
 
 
 def sniff(path: Path) -> str:
-    """``"npz"`` or ``"torch"`` from the file's content (both are zip archives), else ``DataFileError``."""
+    """The format of ``path``, from its content where it has a signature, else from its suffix.
+
+    One of ``"npz"``, ``"torch"`` (both zip archives), ``"npy"``, ``"image"``, ``"movingai"`` (a
+    MovingAI ``.map``), ``"scen"`` (a MovingAI scenario) or ``"text"`` (a ``#``/``.`` text maze).
+    Anything else raises ``DataFileError``.
+    """
     require_file(path)
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    suffix = path.suffix.lower()
     if not zipfile.is_zipfile(path):
-        with open(path, "rb") as file:
-            if file.read(1) == b"\x80":  # a pickle: torch's legacy (pre-zip) format
-                return "torch"
+        if head[:1] == b"\x80":  # a pickle: torch's legacy (pre-zip) format
+            return "torch"
+        if head.startswith(NPY_MAGIC):
+            return "npy"
+        if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+            return "image"
+        if suffix in IMAGE_SUFFIXES:
+            return "image"  # no known signature: the image reader says what is wrong with it
+        first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
+        if first.lower().startswith(b"type ") or suffix == ".map":
+            return "movingai"
+        if first.lower().startswith(b"version") or suffix == ".scen":
+            return "scen"
+        if suffix in TEXT_MAZE_SUFFIXES or (first and set(head) <= _TEXT_MAZE_CHARS):
+            return "text"
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
         raise DataFileError(
-            f"{path} is not a readable data set (truncated or corrupted?); regenerate or re-download it."
+            f"{path} is not a readable data set (truncated or corrupted?); regenerate or re-download it, "
+            "or pass a map file (.map, .txt, .npy, an image)."
         ) from err
     if names and all(name.endswith(".npy") for name in names):
         return "npz"

@@ -65,12 +65,12 @@ def graph_payload(
     }
     for split in SPLITS:
         maze, goal_cell, optimal = splits[split]
-        n = len(maze)
+        n, h, w = maze.shape
         payload["splits"][split] = {
             "maze": torch.from_numpy(maze.astype(np.uint8)),
             "goal_cell": torch.from_numpy(goal_cell.astype(np.int64)),
             "optimal": torch.from_numpy(
-                np.ascontiguousarray(optimal.reshape(n, NUM_ACTIONS, -1).transpose(0, 2, 1))
+                np.ascontiguousarray(optimal.reshape(n, NUM_ACTIONS, h * w).transpose(0, 2, 1))
             ),
         }
     payload["metadata"] = {**metadata, "fingerprint": fingerprint(_flatten(payload))}

@@ -1,9 +1,22 @@
-"""Grid data-set files (``.npz``): our layout and the published nine- and twelve-array layouts.
+"""Grid data-set files (``.npz``): our layout and the field's nine- and twelve-array layouts.
 
 Our files are the published nine-array layout (``arr_0..arr_8``: maze, goal, one-hot policy per split,
 float64) followed by named arrays: ``{split}_optimal`` (N, 4, H, W) bool with every optimal action,
 ``diffplan_format`` (the marker) and ``metadata`` (a JSON string). Readers of the published file read
-ours unchanged. Whatever labels a file carries, loading recomputes them from maze + goal.
+ours unchanged. Whatever labels a file carries, loading recomputes them for ``4abs-cc`` from maze + goal.
+
+Layouts read, by the arrays' count and shapes (train, valid, test in that order):
+
+- ``ours`` / ``published-9``: maze (N, H, W), goal (N, 1, H, W), policy (N, 4, 1, H, W) per split.
+- ``gppn-9``: the same nine arrays with another mechanism's labels: policy (N, C, O, H, W) with C
+  actions (8 for Moore) and goal (N, O, H, W) over O orientations (the goal cell is where any is set).
+- ``published-12``: maze, goal, policy (N, 4, 1, H, W), values per split (DiffPlan's later layout).
+- ``neural-astar-12``: Neural A*'s planning-datasets: map float32 (N, H, W) (1 = free), goal
+  (N, 1, H, W), eight-direction policy (N, 8, 1, H, W), distance (N, 1, H, W) per split. Its maps have
+  no wall border: off the map counts as a wall, as it does everywhere in diffplan.
+
+A goal on a wall is refused (the map, not the loader, is wrong); a goal that reaches few cells is
+kept: scoring then has few scored cells for that map.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffplan.envs._files import SPLITS, check_cells, corrupted, fingerprint
+from diffplan.envs._files import SPLITS, check_cells, check_size, corrupted, fingerprint
 from diffplan.envs.actions import NUM_ACTIONS
 from diffplan.errors import DataFileError
 
@@ -69,18 +82,33 @@ def _split_keys(path: Path, headers: dict) -> tuple[str, dict[str, dict[str, str
     for layout, stride, roles in groupings:
         keys = _keys(stride, roles)
         if all(len(headers[k["goal"]][0]) == 4 and len(headers[k["policy"]][0]) == 5 for k in keys.values()):
-            return layout, keys
+            return _label_layout(layout, headers[keys["train"]["policy"]][0]), keys
     layout, stride, roles = groupings[0]  # no grouping fits: let the shape check name the culprit
     return layout, _keys(stride, roles)
+
+
+def _label_layout(layout: str, policy_shape: tuple[int, ...]) -> str:
+    """The layout's name once its label channels are known: 4abs-cc labels or another mechanism's."""
+    if policy_shape[1:3] == (NUM_ACTIONS, 1) or layout == "ours":
+        return layout
+    return {"published-9": "gppn-9", "published-12": "neural-astar-12"}[layout]
 
 
 def _keys(stride: int, roles: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return {s: {role: f"arr_{i * stride + j}" for j, role in enumerate(roles)} for i, s in enumerate(SPLITS)}
 
 
-def _check_shapes(path: Path, headers: dict, keys: dict[str, dict[str, str]]) -> tuple[int, int]:
-    """Every split's maze (N, H, W), goal (N, 1, H, W) and policy (N, 4, 1, H, W) agree; returns (H, W)."""
+def _check_shapes(
+    path: Path, headers: dict, keys: dict[str, dict[str, str]], strict: bool
+) -> tuple[int, int]:
+    """Every split's maze (N, H, W), goal (N, O, H, W) and policy (N, C, O, H, W) agree; returns (H, W).
+
+    ``strict`` (our files) wants C = 4 actions and O = 1; otherwise C and O are the train split's.
+    Sizes are checked against the limits here, from the headers, before any array is read.
+    """
     size = None
+    train_goal, train_policy = headers[keys["train"]["goal"]][0], headers[keys["train"]["policy"]][0]
+    channels, orientations = (NUM_ACTIONS, 1) if strict else (train_policy[1], train_goal[1])
     for split, roles in keys.items():
         maze_shape = headers[roles["maze"]][0]
         if len(maze_shape) != 3:
@@ -91,9 +119,10 @@ def _check_shapes(path: Path, headers: dict, keys: dict[str, dict[str, str]]) ->
         if size is not None and (h, w) != size:
             raise DataFileError(f"{path}: {split} mazes are {h}x{w} but train mazes are {size[0]}x{size[1]}.")
         size = (h, w)
+        check_size(path, n * max(orientations, 1), h, w, f"the {split} mazes")
         expected = {
-            "goal": (n, 1, h, w),
-            "policy": (n, NUM_ACTIONS, 1, h, w),
+            "goal": (n, orientations, h, w),
+            "policy": (n, channels, orientations, h, w),
             "optimal": (n, NUM_ACTIONS, h, w),
         }
         for role, want in expected.items():
@@ -120,7 +149,7 @@ class GridFile:
                     raise DataFileError(
                         f"{path}: diffplan grid file lacks array {split}_optimal; regenerate it."
                     )
-        self.height, self.width = _check_shapes(path, self.headers, self.keys)
+        self.height, self.width = _check_shapes(path, self.headers, self.keys, self.layout == "ours")
         self.metadata = self._read_metadata() if self.layout == "ours" else None
 
     def _load(self, key: str) -> np.ndarray:
@@ -148,11 +177,19 @@ class GridFile:
         roles = self.keys[split]
         return check_maze_goal(self.path, split, self._load(roles["maze"]), self._load(roles["goal"]))
 
+    @property
+    def label_channels(self) -> int:
+        """The number of action channels of the file's policy labels (4 for ``4abs-cc``, 8 for Moore)."""
+        return int(self.headers[self.keys["train"]["policy"]][0][1])
+
     def labels(self) -> list[str]:
         """The label arrays the file carries (never used for training: labels are recomputed)."""
-        present = ["policy (one-hot, ties broken at random)"]
+        if self.label_channels == NUM_ACTIONS:
+            present = ["policy (one-hot, ties broken at random)"]
+        else:
+            present = [f"policy ({self.label_channels} actions, another mechanism)"]
         if "values" in self.keys["train"]:
-            present.append("values")
+            present.append("distances" if self.layout == "neural-astar-12" else "values")
         if self.layout == "ours":
             present.append("optimal (every optimal action)")
         return present
@@ -171,10 +208,19 @@ class GridFile:
 def check_maze_goal(
     path: Path, split: str, maze: np.ndarray, goal: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate raw maze (N, H, W) and one-hot goal (N, 1, H, W) values; return uint8 mazes and goal cells."""
+    """Validate raw maze (N, H, W) and goal (N, O, H, W) values; return uint8 mazes and goal cells (N,).
+
+    A goal map is 0/1 and marks exactly one cell, in one or more of its O orientations.
+    """
     n, _, h, w = goal.shape
-    flat = goal.reshape(n, h * w)
-    not_one_hot = ~np.isin(flat, (0, 1)).all(axis=1) | (flat.sum(axis=1) != 1)
+    if not np.isin(goal, (0, 1)).all():
+        bad = int(np.flatnonzero(~np.isin(goal, (0, 1)).reshape(n, -1).all(axis=1))[0])
+        raise DataFileError(
+            f"{path}: {split} goal map {bad} is not one-hot (values other than 0 and 1); "
+            "every map needs exactly one goal cell."
+        )
+    flat = (goal != 0).any(axis=1).reshape(n, h * w)
+    not_one_hot = flat.sum(axis=1) != 1
     if not_one_hot.any():
         bad = int(np.flatnonzero(not_one_hot)[0])
         raise DataFileError(

@@ -99,8 +99,9 @@ def test_info_published_pickle_needs_trust(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--train-size", "0"], "train size must be a positive number of mazes, got 0"),
-        (["--valid-size", "-5"], "valid size must be a positive number of mazes, got -5"),
+        (["--train-size", "-1"], "train size must be a number of mazes (0 or more), got -1"),
+        (["--valid-size", "-5"], "valid size must be a number of mazes (0 or more), got -5"),
+        (["--train-size", "0", "--valid-size", "0", "--test-size", "0"], "every split size is 0"),
         (["--maze-size", "3"], "maze size 3 cannot be carved"),
         (["--maze-size", "16"], "maze size 16 cannot be carved"),
     ],
@@ -221,3 +222,125 @@ def test_manifest_with_changed_settings_needs_force(tmp_path, registered_planner
 
 def test_missing_manifest(tmp_path):
     _fails_with(_run("data", "generate", "--manifest", tmp_path / "none.yaml"), "does not exist")
+
+
+# --- the field's map files, test-only sets, --json / --json-out, help ---------------------------------
+
+
+def _neural_astar(path):
+    rng = np.random.default_rng(0)
+    arrays = []
+    for n in (4, 2, 2):
+        maps = (rng.random((n, 10, 10)) < 0.8).astype(np.float32)
+        goal = np.zeros((n, 1, 10, 10), dtype=np.float32)
+        goal[:, 0, 4, 4], maps[:, 4, 4] = 1.0, 1.0
+        arrays += [maps, goal, np.zeros((n, 8, 1, 10, 10), np.float32), np.zeros((n, 1, 10, 10), np.float32)]
+    np.savez_compressed(path, *arrays)
+
+
+def _gppn(path):
+    maze = np.ones((2, 7, 7))
+    maze[:, 0], maze[:, -1], maze[:, :, 0], maze[:, :, -1] = 0, 0, 0, 0
+    goal = np.zeros((2, 1, 7, 7))
+    goal[:, 0, 3, 3] = 1
+    np.savez_compressed(path, *[maze, goal, np.zeros((2, 8, 1, 7, 7))] * 3)
+
+
+def _movingai(path):
+    path.write_text("type octile\nheight 3\nwidth 5\nmap\n..@..\n.T...\nG....\n")
+    path.with_name(path.name + ".scen").write_text(
+        "version 1\n0\tm.map\t5\t3\t0\t0\t4\t0\t4\n0\tm.map\t5\t3\t0\t0\t0\t2\t2\n"
+    )
+
+
+def _image(path):
+    from PIL import Image
+
+    pixels = np.full((6, 6), 255, dtype=np.uint8)
+    pixels[2, 1:5] = 0
+    Image.fromarray(pixels).save(path)
+
+
+MAP_FILES = {
+    "m.map": (_movingai, "movingai-map", 2),
+    "maze.txt": (lambda p: p.write_text("#####\n#.#G#\n#...#\n#####\n"), "text-maze", 1),
+    "maps.npy": (lambda p: np.save(p, np.ones((3, 4, 5))), "npy", 3),
+    "map.png": (_image, "image", 1),
+    "planning.npz": (_neural_astar, "neural-astar-12", 2),
+    "gppn.npz": (_gppn, "gppn-9", 2),
+}
+
+
+@pytest.mark.parametrize("name", MAP_FILES)
+def test_info_describes_each_map_format(tmp_path, name):
+    make, layout, test_maps = MAP_FILES[name]
+    path = tmp_path / name
+    make(path)
+    result = _run("data", "info", path)
+    assert result.exit_code == 0, result.output
+    assert layout in result.stdout and "Wall border" in result.stdout and "Goals" in result.stdout
+    info = json.loads(_run("data", "info", path, "--json").stdout)
+    assert info["layout"] == layout and info["splits"]["test"]["mazes"] == test_maps
+
+
+def test_info_goal_options_for_map_files(tmp_path):
+    path = tmp_path / "maps.npy"
+    np.save(path, np.ones((2, 4, 5)))
+    info = json.loads(_run("data", "info", path, "--json", "--num-goals", "3", "--seed", "4").stdout)
+    assert info["splits"]["test"]["mazes"] == 6 and "seed 4" in info["goals"]
+    info = json.loads(_run("data", "info", path, "--json", "--goal", "0,4", "--goal", "3,0").stdout)
+    assert info["splits"]["test"]["mazes"] == 4 and info["goals"] == "2 given"
+    result = _run("data", "info", path, "--goal", "three")
+    assert result.exit_code == 2 and "ROW,COL" in result.output
+
+
+def test_info_map_file_errors_are_one_line(tmp_path):
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("####\n#.#\n####\n")
+    _fails_with(_run("data", "info", ragged), "line 2 has 3 cells but line 1 has 4")
+    huge = tmp_path / "huge.map"
+    huge.write_text("type octile\nheight 1000000000\nwidth 5\nmap\n.....\n")
+    _fails_with(_run("data", "info", huge), "over the limit of 4096x4096 cells per map")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    _fails_with(_run("data", "info", broken), "cannot be read as an image")
+    _fails_with(_run("data", "info", ragged.with_suffix(".npz"), "--num-goals", "2"), "does not exist")
+
+
+def test_info_json_goes_to_stdout_alone_and_json_out_to_a_file(tmp_path, grid_file):
+    out = tmp_path / "info.json"
+    result = _run("data", "info", grid_file, "--json", "--json-out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(out.read_text())  # stdout holds the JSON and nothing else
+    table = _run("data", "info", grid_file, "--json-out", tmp_path / "again.json")
+    assert "Layout" in table.stdout and json.loads((tmp_path / "again.json").read_text())["kind"] == "grid"
+
+
+def test_json_out_is_checked_before_the_work(tmp_path):
+    out = tmp_path / "missing" / "summary.json"
+    data = tmp_path / "mazes.npz"
+    args = ["data", "generate", "--kind", "grid", *SMALL, "--output", data, "--json-out", out]
+    _fails_with(_run(*args), "does not exist")
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("kind", ["grid", "graph"])
+def test_generate_a_test_only_set_with_json(tmp_path, kind):
+    out = tmp_path / f"test_only.{'npz' if kind == 'grid' else 'pth'}"
+    args = ["data", "generate", "--kind", kind, "--maze-size", "21", "--train-size", "0", "--valid-size", "0"]
+    result = _run(*args, "--test-size", "9", "--output", out, "--json", "--json-out", tmp_path / "g.json")
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)["datasets"]
+    assert entry["splits"] == {"train": 0, "valid": 0, "test": 9} and entry["status"] == "generated"
+    assert json.loads((tmp_path / "g.json").read_text())["datasets"][0]["fingerprint"] == entry["fingerprint"]
+    info = json.loads(_run("data", "info", out, "--json").stdout)
+    assert info["splits"]["train"]["mazes"] == 0 and info["splits"]["test"]["shape"] == [9, 21, 21]
+    train_row = next(line for line in _run("data", "info", out).stdout.splitlines() if "train" in line)
+    assert " 0 " in train_row and " - " in train_row  # an empty split: no statistics
+
+
+@pytest.mark.parametrize("command", [["data"], ["data", "info"], ["data", "generate"]])
+def test_help_shows_no_bool_metavar(command):
+    result = _run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.stdout and "<bool>" not in result.stdout

@@ -308,8 +308,8 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, sizes):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"train_size": 0}, "train size must be a positive number"),
-        ({"test_size": -3}, "test size must be a positive number"),
+        ({"train_size": -1}, "train size must be a number of mazes"),
+        ({"test_size": -3}, "test size must be a number of mazes"),
         ({"maze_size": 4}, "maze size 4 cannot be carved"),
         ({"cont_action": True}, "graph data sets only"),
         ({"seed": -1}, "seed must be a non-negative integer"),

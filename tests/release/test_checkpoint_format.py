@@ -1,5 +1,6 @@
-"""Checkpoint formats 2 and 3: complete-basis coefficients are canonical, steerable filters are stored expanded; format-1 files still load the same
-filters and can be upgraded in place; old run checkpoints of such models are refused on resume."""
+"""Checkpoint formats 2 and 3: complete-basis coefficients are canonical, steerable filters are stored
+expanded; format-1 files still load the same filters and can be upgraded in place; old run checkpoints
+of such models are refused on resume."""
 
 from __future__ import annotations
 
