@@ -16,8 +16,10 @@ from typer.core import TyperGroup
 import diffplan
 from diffplan.errors import DiffplanError
 from diffplan_cli import data as data_commands
+from diffplan_cli import evaluate as evaluate_command
 from diffplan_cli import inspect as inspect_command
 from diffplan_cli import package as package_command
+from diffplan_cli import plan as plan_command
 from diffplan_cli import train as train_command
 from diffplan_cli import validate as validate_command
 from diffplan_cli._common import err_console
@@ -52,6 +54,8 @@ app.command()(train_command.train)
 app.command()(validate_command.validate)
 app.command()(inspect_command.inspect)
 app.command()(package_command.package)
+app.command()(evaluate_command.evaluate)
+app.command()(plan_command.plan)
 
 
 def _version(value: bool) -> None:

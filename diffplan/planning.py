@@ -18,6 +18,7 @@ snapped to the neighbour whose direction has the largest cosine (DESIGN section 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +28,12 @@ import torch
 from torch import nn
 
 from diffplan.envs.actions import ACTION_DELTAS
+from diffplan.envs.expert import bfs_distances, optimal_actions
 from diffplan.envs.graph import build_graph_split
 from diffplan.errors import BadInputError
 from diffplan.scoring.batching import make_batch, nodes_to_grid
-from diffplan.scoring.metrics import continuous_to_action_scores, neighbour_mask
+from diffplan.scoring.budget import Budget, choose_budget, planning_budget
+from diffplan.scoring.metrics import continuous_to_action_scores, neighbour_mask, rollout
 from diffplan.scoring.planner import run_planner
 from diffplan.task import Task
 
@@ -254,3 +257,96 @@ def plan_maze(
             result.actions[0], result.values[0], result.logits[0], result.maze[0], result.goal[0]
         )
     return result
+
+
+@dataclass
+class MapPlan:
+    """A planner's answer on one user map (``diffplan plan``).
+
+    ``result`` holds actions, values and logits (H, W); ``dist`` the BFS distance to the goal (H, W),
+    -1 where unreachable; ``path`` the cells visited from ``start`` (None without a start), ``reached``
+    whether it ends at the goal; ``budget`` the planning budget used; ``seconds`` the planning time.
+    """
+
+    result: PlanResult
+    dist: np.ndarray
+    goal: tuple[int, int]
+    start: tuple[int, int] | None
+    path: list[tuple[int, int]] | None
+    reached: bool | None
+    budget: Budget
+    seconds: float
+
+    @property
+    def optimal_length(self) -> int | None:
+        """BFS steps from the start to the goal (None without a start, -1 when unreachable)."""
+        return None if self.start is None else int(self.dist[self.start])
+
+    @property
+    def path_length(self) -> int | None:
+        return None if self.path is None else len(self.path) - 1
+
+    @property
+    def failed(self) -> torch.Tensor:
+        """(H, W) bool: cells that can reach the goal but from which the policy never does."""
+        maze, goal = self.result.maze[None], self.result.goal[None, None]
+        reached, _ = rollout(maze, goal, self.result.actions[None].clamp_min(0))
+        return ~reached[0] & torch.as_tensor(self.dist > 0)
+
+    @property
+    def wrong(self) -> torch.Tensor:
+        """(H, W) bool: reachable cells whose action is not one of their optimal actions."""
+        optimal = torch.as_tensor(optimal_actions(self.dist[None])[0])  # (4, H, W)
+        action = self.result.actions.clamp_min(0)
+        chosen = optimal.gather(0, action[None])[0]
+        return ~chosen & torch.as_tensor(self.dist > 0)
+
+    def success_rate(self) -> float:
+        """Fraction of the cells that can reach the goal from which the policy does (goal excluded)."""
+        scored = torch.as_tensor(self.dist > 0)
+        return 1.0 - float(self.failed[scored].float().mean()) if bool(scored.any()) else 1.0
+
+
+def plan_map(
+    model: nn.Module,
+    maze: ArrayLike,
+    goal: tuple[int, int],
+    *,
+    start: tuple[int, int] | None = None,
+    budget: int | str | None = "bfs",
+    has_obstacle: bool | None = None,
+) -> MapPlan:
+    """Plan on one map of any size with the budget scaled to it (``"bfs"``: the longest BFS distance to
+    the goal + 1; see :mod:`diffplan.scoring.budget`), and follow the policy from ``start`` if given.
+
+    Raises ``BadInputError`` for a map with no free cell, or a goal or start off the map or on a wall.
+    """
+    m = _as_tensor(maze, "maze")
+    if m.dim() != 2 or min(m.shape) < 2:
+        raise BadInputError(f"a map must have shape (H, W) with H, W >= 2, got {tuple(m.shape)}.")
+    if not torch.all((m == 0) | (m == 1)):
+        raise BadInputError("map cells must be 1 (free) or 0 (wall).")
+    if not bool((m > 0.5).any()):
+        raise BadInputError("the map has no free cell; free cells are 1 (or '.' in a text maze).")
+    height, width = m.shape
+    for what, cell in (("goal", goal), ("start", start)):
+        if cell is None:
+            continue
+        row, col = cell
+        if not (0 <= row < height and 0 <= col < width):
+            raise BadInputError(f"the {what} {cell} lies outside the {height}x{width} map.")
+        if m[row, col] < 0.5:
+            raise BadInputError(f"the {what} {cell} is a wall; choose a free cell.")
+    goal_map = torch.zeros(1, 1, height, width)
+    goal_map[0, 0, goal[0], goal[1]] = 1.0
+    dist = bfs_distances(m[None].numpy(), goal_map.numpy())[0]
+    chosen = choose_budget(model, budget, side=max(height, width), longest=int(dist.max()))
+    began = time.perf_counter()
+    with planning_budget(model, chosen.steps):
+        result = plan_maze(model, m, goal, has_obstacle=has_obstacle)
+    seconds = time.perf_counter() - began
+    path = reached = None
+    if start is not None:
+        path = result.path(start)
+        reached = path[-1] == tuple(goal)
+    return MapPlan(result, dist, tuple(goal), start, path, reached, chosen, seconds)

@@ -31,13 +31,15 @@ def draw_plan(
     wrong: torch.Tensor,
     title: str,
     edges: list[list[int]] | None = None,
+    path: list[tuple[int, int]] | None = None,
 ) -> Path:
     """Write a PNG of one planned maze, ``FIGURE_INCHES * DPI`` pixels square.
 
     Shapes: maze, goal, values, actions, failed, wrong: (H, W). ``actions`` in N, W, S, E order (-1: none);
     ``failed``: cells from which following the policy never reaches the goal (red crosses); ``wrong``:
     cells whose action is not optimal (orange rings). ``edges``: graph planners' (cell, cell) pairs, drawn
-    between node positions (cell centres).
+    between node positions (cell centres). ``path``: (row, col) cells the policy visits from a start,
+    drawn as a line with the start marked.
     """
     maze_np = maze.numpy() > 0.5
     height, width = maze_np.shape
@@ -112,13 +114,21 @@ def draw_plan(
         zorder=5,
         label="policy never reaches the goal",
     )
+    if path:
+        path_rows, path_cols = zip(*path, strict=True)
+        axes.plot(path_cols, path_rows, color="deepskyblue", linewidth=2.2, zorder=5, label="path")
+        axes.scatter(
+            [path_cols[0]], [path_rows[0]], marker="o", s=120, color="deepskyblue", edgecolors="black",
+            zorder=6, label="start",
+        )  # fmt: skip
     axes.scatter(
         [goal_col], [goal_row], marker="*", s=320, color="gold", edgecolors="black", zorder=6, label="goal"
     )
     axes.set_xlim(-0.5, width - 0.5)
     axes.set_ylim(height - 0.5, -0.5)
-    axes.set_xticks(range(width))
-    axes.set_yticks(range(height))
+    if max(height, width) <= 40:  # a tick per cell stays readable up to about 40 cells
+        axes.set_xticks(range(width))
+        axes.set_yticks(range(height))
     axes.tick_params(labelsize=6)
     axes.set_title(title, fontsize=9)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=3, fontsize=7, frameon=False)

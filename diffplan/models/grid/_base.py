@@ -105,8 +105,7 @@ class GridPlanner(nn.Module):
         maze, goal = self._check_inputs(maze, goal)
         b, _, height, width = maze.shape
         filters = self._filters()
-        h = F.conv2d(torch.cat([maze, goal], dim=1), filters["h"], filters["h_bias"], padding=1)
-        r = F.conv2d(h, filters["r"]).permute(0, 2, 3, 1)  # pixel-major (B, H, W, G) from here on
+        r = self._reward(torch.cat([maze, goal], dim=1), filters)  # pixel-major (B, H, W, G) from here on
         w_v = filters["q_v"]
         if self.value_norm:
             w_v = normalise_value_kernel(w_v, self.gamma, self.group_size)
@@ -119,6 +118,20 @@ class GridPlanner(nn.Module):
         values = v.amax(dim=3)[:, None]  # pooling over the group channels: an invariant value map
         stats["value_abs_max"] = float(values.detach().abs().max())
         return PlanOutput(logits=logits, values=values, stats=stats)
+
+    # Equilibrium planners amplify the last-bit differences of a convolution computed for another batch
+    # size or thread count (oneDNN picks its algorithm by shape) into different fixed points; computing
+    # the encoder in float64 and rounding makes its output the same whatever the batch (see deq.py).
+    exact_encoder: bool = False
+
+    def _reward(self, x: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reward map from [maze, goal]. Shapes: x (B, 2, H, W) -> (B, H, W, G)."""
+        if not self.exact_encoder:
+            h = F.conv2d(x, filters["h"], filters["h_bias"], padding=1)
+            return F.conv2d(h, filters["r"]).permute(0, 2, 3, 1)
+        bias = None if filters["h_bias"] is None else filters["h_bias"].double()
+        h = F.conv2d(x.double(), filters["h"].double(), bias, padding=1)
+        return F.conv2d(h, filters["r"].double()).to(x.dtype).permute(0, 2, 3, 1)
 
     def _check_inputs(self, maze: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if maze.dim() == 3:
@@ -150,6 +163,8 @@ class EquilibriumSolve:
     through ``v*`` comes from the implicit backward solve (``backward_solver``; "none" = Jacobian-free).
     See :mod:`diffplan.models.deq`.
     """
+
+    exact_encoder = True
 
     def _init_solver(
         self,
