@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,9 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from typer.core import TyperCommand, TyperGroup
 
-from diffplan._atomic import atomic_write_text, check_output
 from diffplan.envs import (
     check_generation,
     dataset_info,
@@ -22,60 +19,25 @@ from diffplan.envs import (
     settings_differences,
 )
 from diffplan.envs.datasets import SETTINGS
-from diffplan.errors import BadInputError, DataFileError
+from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
-from diffplan_cli._common import DEFAULT_MANIFEST, ForceOpt, JsonOpt, ManifestOpt, console, err_console
-
-
-class _FlagsWithoutMetavar:
-    """Renders boolean flags without a ``<bool>`` type column (typer 0.29's rich help shows one)."""
-
-    def get_params(self, ctx):
-        params = super().get_params(ctx)
-        for param in params:  # typer vendors its own click: test the attribute, not the class
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
-
-
-class _Command(_FlagsWithoutMetavar, TyperCommand):
-    pass
-
-
-class _Group(_FlagsWithoutMetavar, TyperGroup):
-    pass
-
-
-app = typer.Typer(
-    cls=_Group, help="Generate the maze data sets and describe data-set and map files.", no_args_is_help=True
+from diffplan_cli._common import (
+    DEFAULT_MANIFEST,
+    Command,
+    ForceOpt,
+    Group,
+    JsonOpt,
+    JsonOutOpt,
+    ManifestOpt,
+    check_json_out,
+    console,
+    emit_json,
+    err_console,
 )
 
-JsonOutOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--json-out",
-        dir_okay=False,
-        help="Also write the --json output to this file (atomically; checked before the work starts).",
-    ),
-]
-
-
-def _check_json_out(path: Path | None) -> None:
-    """Refuse a --json-out path that cannot be written, before any work (an existing file is replaced)."""
-    if path is not None:
-        check_output(path, force=True)
-
-
-def _emit_json(payload: dict[str, Any], to_stdout: bool, path: Path | None) -> None:
-    text = json.dumps(payload, indent=2, default=str)
-    if path is not None:
-        try:
-            atomic_write_text(path, text + "\n")
-        except OSError as err:
-            raise DataFileError(f"cannot write {path}: {err.strerror or err}; choose another path.") from err
-    if to_stdout:
-        typer.echo(text)
-
+app = typer.Typer(
+    cls=Group, help="Generate the maze data sets and describe data-set and map files.", no_args_is_help=True
+)
 
 # The library's defaults for the generation settings (everything but kind).
 DEFAULTS: dict[str, Any] = {
@@ -123,7 +85,7 @@ def _explicit(
     return (output.stem, output, settings, True)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def generate(
     manifest: ManifestOpt = None,
     kind: Annotated[
@@ -191,7 +153,7 @@ def generate(
         plan = [_explicit(kind, output, options)]
         _, path, settings, _ = plan[0]
         check_generation(output=path, force=force, **settings)
-    _check_json_out(json_out)
+    check_json_out(json_out)
 
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
@@ -221,7 +183,7 @@ def generate(
             rows.append((*row, "generated"))
     if json_output or json_out is not None:
         datasets = [_row_json(row, planned[2]) for row, planned in zip(rows, plan, strict=True)]
-        _emit_json({"datasets": datasets}, json_output, json_out)
+        emit_json({"datasets": datasets}, json_output, json_out)
     if not json_output:
         console.print(_summary_table(rows))
 
@@ -268,7 +230,7 @@ def _goal_cells(values: list[str] | None) -> list[tuple[int, int]] | None:
     return goals
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def info(
     path: Annotated[
         Path,
@@ -310,11 +272,11 @@ def info(
     ] = None,
 ) -> None:
     """Describe a data-set or map file: layout, splits, statistics, goals, fingerprint, labels."""
-    _check_json_out(json_out)
+    check_json_out(json_out)
     options = {"scen": scen, "goals": _goal_cells(goal), "num_goals": num_goals, "seed": seed}
     described = dataset_info(path, trust_pickle=trust_pickle, threshold=threshold, **options)
     if json_output or json_out is not None:
-        _emit_json(described, json_output, json_out)
+        emit_json(described, json_output, json_out)
     if json_output:
         return
     console.print(_info_table(path, described))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +12,19 @@ from rich.table import Table
 from diffplan.release.checkpoint import CHECKPOINT_FORMAT_VERSION
 from diffplan.release.inspection import Inspection, inspect_model, plot_test_map
 from diffplan.release.manifest import load_manifest
-from diffplan_cli._common import DEFAULT_MANIFEST, JsonOpt, console
-from diffplan_cli.validate import ReleaseRootOpt
+from diffplan_cli._common import (
+    DEFAULT_MANIFEST,
+    DEFAULT_RELEASE_ROOT,
+    DEFAULT_RUN_ROOT,
+    JsonOpt,
+    JsonOutOpt,
+    ReleaseRootOpt,
+    RunRootOpt,
+    check_json_out,
+    console,
+    emit_json,
+    percent,
+)
 
 
 def _format_note(version: int) -> str:
@@ -22,10 +32,6 @@ def _format_note(version: int) -> str:
         return str(version)
     upgrade = "diffplan upgrade CHECKPOINT"
     return f"{version} (older: `{upgrade}` rewrites it as format {CHECKPOINT_FORMAT_VERSION})"
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _key_values(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -69,10 +75,13 @@ def _render(result: Inspection) -> None:
         )
         target = info.get("target", {})
         rows = [
-            ("test accuracy", f"{_pct(perf.get('test_accuracy'))} (target > {_pct(target.get('minimum'))})"),
-            ("test success", _pct(perf.get("test_success"))),
-            ("test optimality", _pct(perf.get("test_optimality"))),
-            ("validation accuracy", _pct(perf.get("validation_accuracy"))),
+            (
+                "test accuracy",
+                f"{percent(perf.get('test_accuracy'))} (target > {percent(target.get('minimum'))})",
+            ),
+            ("test success", percent(perf.get("test_success"))),
+            ("test optimality", percent(perf.get("test_optimality"))),
+            ("validation accuracy", percent(perf.get("validation_accuracy"))),
             ("final loss", str(perf.get("final_loss"))),
             ("epochs run / best", f"{run.get('epochs_run', '-')} / {run.get('best_epoch', '-')}"),
             ("training time", f"{stats.get('training_time_hours', 0):.3f} h"),
@@ -108,7 +117,7 @@ def _render(result: Inspection) -> None:
                     ("epochs logged", str(curve.epochs)),
                     (
                         "best epoch",
-                        f"{curve.best_epoch} (validation accuracy {_pct(curve.best_val_accuracy)})",
+                        f"{curve.best_epoch} (validation accuracy {percent(curve.best_val_accuracy)})",
                     ),
                     (
                         "final training loss",
@@ -125,11 +134,10 @@ def inspect(
         Path | None,
         typer.Option("--manifest", "-m", help=f"Release manifest (default {DEFAULT_MANIFEST} if present)."),
     ] = None,
-    release_root: ReleaseRootOpt = Path("pretrained_models"),
-    run_root: Annotated[
-        Path, typer.Option("--run-root", help="Folder of the training runs (for the curve).")
-    ] = Path("runs"),
-    json_out: JsonOpt = False,
+    release_root: ReleaseRootOpt = DEFAULT_RELEASE_ROOT,
+    run_root: RunRootOpt = DEFAULT_RUN_ROOT,
+    json_output: JsonOpt = False,
+    json_out: JsonOutOpt = None,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Draw one test maze with values and policy (PNG).")
     ] = None,
@@ -137,22 +145,24 @@ def inspect(
     data: Annotated[Path | None, typer.Option("--data", help="Draw from this data set's test split.")] = None,
 ) -> None:
     """Show a release model's metadata, config, parameters, file and training curve (weights-only read)."""
+    check_json_out(json_out)
     manifest_path = manifest if manifest is not None else DEFAULT_MANIFEST
     spec = load_manifest(manifest_path) if manifest is not None or DEFAULT_MANIFEST.is_file() else None
     result = inspect_model(model, manifest=spec, release_root=release_root, run_root=run_root)
     scores = None
     if plot is not None:
         scores = plot_test_map(result, plot, index, data=data, manifest_path=manifest_path if spec else None)
-    if json_out:
+    if json_output or json_out is not None:
         payload = result.to_dict()
         if plot is not None:
             payload["plot"] = {"path": str(plot), "index": index, "scores": scores}
-        typer.echo(json.dumps(payload, indent=2, default=str))
+        emit_json(payload, json_output, json_out)
+    if json_output:
         return
     _render(result)
     if plot is not None:
         console.print(
-            f"Drew test map {index} to {plot}: accuracy {_pct(scores['accuracy'])}, "
-            f"success {_pct(scores['success'])}.",
+            f"Drew test map {index} to {plot}: accuracy {percent(scores['accuracy'])}, "
+            f"success {percent(scores['success'])}.",
             highlight=False,
         )

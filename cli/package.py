@@ -2,26 +2,50 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from diffplan.release.manifest import load_manifest
-from diffplan.release.packaging import archive_stem, build_package, verify_archive
+from diffplan.release.packaging import (
+    PackageResult,
+    VerifyResult,
+    archive_stem,
+    build_package,
+    summary_json,
+    verify_archive,
+)
 from diffplan_cli._common import (
     DEFAULT_MANIFEST,
+    DEFAULT_RELEASE_ROOT,
     InferenceThreadsOpt,
+    JsonOpt,
+    JsonOutOpt,
     ManifestOpt,
+    ReleaseRootOpt,
     ValidationJobsOpt,
+    check_json_out,
     console,
+    emit_json,
+    output_console,
 )
-from diffplan_cli.validate import ReleaseRootOpt, print_report, run_validation
+from diffplan_cli.validate import print_report, run_validation
 
 
-def _verify(archive: Path) -> None:
-    result = verify_archive(archive)
+def _verify_json(result: VerifyResult) -> dict[str, Any]:
+    return {
+        "archive": str(result.archive),
+        "ok": result.ok,
+        "files_checked": result.files_checked,
+        "problems": result.problems,
+    }
+
+
+def _render_verify(result: VerifyResult) -> None:
+    archive = result.archive
     if result.ok:
         console.print(
             f"[green]OK[/] {archive}: {result.files_checked} files match the embedded SHA256SUMS.",
@@ -31,43 +55,9 @@ def _verify(archive: Path) -> None:
     console.print(f"[red]FAILED[/] {archive}: {len(result.problems)} problem(s).", highlight=False)
     for problem in result.problems:
         console.print(f"  - {problem}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
-def package(
-    allow_failing: Annotated[
-        bool,
-        typer.Option(
-            "--allow-failing", help="Package even if models fail validation (the README marks them)."
-        ),
-    ] = False,
-    version: Annotated[str, typer.Option("--version", help="Release version in the archive names.")] = "1.0",
-    verify: Annotated[
-        Path | None, typer.Option("--verify", help="Only check this archive against its embedded SHA256SUMS.")
-    ] = None,
-    manifest: ManifestOpt = DEFAULT_MANIFEST,
-    release_root: ReleaseRootOpt = Path("pretrained_models"),
-    dist: Annotated[Path, typer.Option("--dist", help="Folder for the archives.")] = Path("dist"),
-    threads: InferenceThreadsOpt = 1,
-    jobs: ValidationJobsOpt = None,
-) -> None:
-    """Validate the release, write README, quick-start guide, SHA256SUMS and the .tar.gz and .zip archives."""
-    if verify is not None:
-        _verify(verify)
-        return
-    archive_stem(version)  # a bad version is refused before any work
-    spec = load_manifest(manifest)
-    report = run_validation(spec, None, release_root, threads=threads, jobs=jobs)
-    if not report.passed:
-        print_report(report)
-    result = build_package(
-        spec,
-        release_root=release_root,
-        dist_dir=dist,
-        version=version,
-        allow_failing=allow_failing,
-        report=report,
-    )
+def _render_package(result: PackageResult) -> None:
     table = Table(title=f"Release v{result.version}")
     for column in ("archive", "size", "sha256", "verified"):
         table.add_column(column)
@@ -84,7 +74,55 @@ def package(
         f"checksums {result.sums}.",
         highlight=False,
     )
+
+
+def package(
+    allow_failing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-failing", help="Package even if models fail validation (the README marks them)."
+        ),
+    ] = False,
+    version: Annotated[str, typer.Option("--version", help="Release version in the archive names.")] = "1.0",
+    verify: Annotated[
+        Path | None, typer.Option("--verify", help="Only check this archive against its embedded SHA256SUMS.")
+    ] = None,
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    release_root: ReleaseRootOpt = DEFAULT_RELEASE_ROOT,
+    dist: Annotated[Path, typer.Option("--dist", help="Folder for the archives.")] = Path("dist"),
+    threads: InferenceThreadsOpt = 1,
+    jobs: ValidationJobsOpt = None,
+    json_output: JsonOpt = False,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Validate the release, write README, quick-start guide, SHA256SUMS and the .tar.gz and .zip archives."""
+    check_json_out(json_out)
+    if verify is not None:
+        verified = verify_archive(verify)
+        if json_output or json_out is not None:
+            emit_json(_verify_json(verified), json_output, json_out)
+        if not json_output:
+            _render_verify(verified)
+        if not verified.ok:
+            raise typer.Exit(1)
+        return
+    archive_stem(version)  # a bad version is refused before any work
+    spec = load_manifest(manifest)
+    out = output_console(json_output)
+    report = run_validation(spec, None, release_root, threads=threads, jobs=jobs, out=out)
+    if not report.passed:
+        print_report(report, out)
+    result = build_package(
+        spec,
+        release_root=release_root,
+        dist_dir=dist,
+        version=version,
+        allow_failing=allow_failing,
+        report=report,
+    )
+    if json_output or json_out is not None:
+        emit_json(json.loads(summary_json(result)), json_output, json_out)
+    if not json_output:
+        _render_package(result)
     if result.failing:
-        console.print(
-            f"[yellow]Packaged with failing models (--allow-failing):[/] {', '.join(result.failing)}."
-        )
+        out.print(f"[yellow]Packaged with failing models (--allow-failing):[/] {', '.join(result.failing)}.")

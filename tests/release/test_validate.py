@@ -28,9 +28,9 @@ def cli(*args):
 
 
 def validate_json(release, *args):
-    """Run `diffplan validate` and return (exit code, output, the --json report)."""
+    """Run `diffplan validate` and return (exit code, output, the --json-out report)."""
     out = release.root / "report.json"
-    result = cli("validate", *args, "--manifest", release.manifest, "--json", out)
+    result = cli("validate", *args, "--manifest", release.manifest, "--json-out", out)
     report = json.loads(out.read_text()) if out.is_file() else None
     return result.exit_code, result.output, report
 
