@@ -4,7 +4,6 @@ not judge release targets."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from diffplan_cli._common import DEFAULT_MANIFEST, console, err_console
+from diffplan.errors import BadInputError
+from diffplan.release.evaluation import (
+    DEFAULT_OUTPUT_ROOT,
+    check_output_folder,
+    evaluate_models,
+    resolve_models,
+    write_evaluation,
+)
+from diffplan.release.manifest import load_manifest
+from diffplan.scoring.budget import parse_budget
+from diffplan_cli._common import (
+    DEFAULT_MANIFEST,
+    DEFAULT_RELEASE_ROOT,
+    JsonOpt,
+    JsonOutOpt,
+    ManifestOpt,
+    ReleaseRootOpt,
+    check_json_out,
+    console,
+    emit_json,
+    output_console,
+    percent,
+)
 
 BudgetOpt = Annotated[
     str | None,
@@ -23,10 +44,6 @@ BudgetOpt = Annotated[
         "or 'bfs' (longest BFS distance of each map + 1).",
     ),
 ]
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def results_table(report) -> Table:
@@ -54,9 +71,9 @@ def results_table(report) -> Table:
             Path(row.data).name,
             row.maze_size,
             str(row.maps),
-            _percent(row.scores.get("accuracy")),
-            _percent(row.scores.get("success")),
-            _percent(row.scores.get("optimality")),
+            percent(row.scores.get("accuracy")),
+            percent(row.scores.get("success")),
+            percent(row.scores.get("optimality")),
             "-" if angle is None else f"{angle:.1f} deg",
             f"{budget['knob']}={budget['steps']} ({budget['rule']})",
             f"{row.ms_per_maze:.1f}",
@@ -102,10 +119,8 @@ def evaluate(
             "--min-success", min=0.0, max=1.0, help="Exit 1 if any row's success is at or below this."
         ),
     ] = None,
-    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="Release manifest.")] = DEFAULT_MANIFEST,
-    release_root: Annotated[Path, typer.Option("--release-root", help="Folder of the release files.")] = Path(
-        "pretrained_models"
-    ),
+    manifest: ManifestOpt = DEFAULT_MANIFEST,
+    release_root: ReleaseRootOpt = DEFAULT_RELEASE_ROOT,
     goal: Annotated[
         list[str] | None, typer.Option("--goal", help="Goal ROW,COL for map files (repeatable).")
     ] = None,
@@ -118,32 +133,15 @@ def evaluate(
         float | None,
         typer.Option("--threshold", help="Image maps: grey level below which a pixel is a wall."),
     ] = None,
-    json_stdout: Annotated[
-        bool, typer.Option("--json", help="Print machine-readable JSON (only) to stdout.")
-    ] = False,
-    json_out: Annotated[
-        Path | None, typer.Option("--json-out", help="Also write the JSON to this file.")
-    ] = None,
+    json_stdout: JsonOpt = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Score models on any maps: accuracy, success, optimality at a planning budget that can scale."""
-    from diffplan._atomic import atomic_write_text
-    from diffplan.errors import BadInputError
-    from diffplan.release.evaluation import (
-        DEFAULT_OUTPUT_ROOT,
-        check_output_folder,
-        evaluate_models,
-        resolve_models,
-        write_evaluation,
-    )
-    from diffplan.release.manifest import load_manifest
-    from diffplan.scoring.budget import parse_budget
-
     if not data:
         raise BadInputError("give at least one --data FILE to score on.")
     if names and all_models:
         raise BadInputError("give model names or --all, not both.")
-    if json_out is not None and (json_out.is_dir() or not json_out.parent.is_dir()):
-        raise BadInputError(f"--json-out {json_out}: not a writable file path (is its folder there?).")
+    check_json_out(json_out)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = output if output is not None else DEFAULT_OUTPUT_ROOT / stamp
     check_output_folder(output, release_root)
@@ -164,7 +162,7 @@ def evaluate(
     both = parse_budget(budget)
     k_setting = parse_budget(k) if k is not None else both
     iter_setting = parse_budget(max_iter) if max_iter is not None else both
-    shown: Console = err_console if json_stdout else console
+    shown: Console = output_console(json_stdout)
     with Progress(
         TextColumn("[bold]evaluate"),
         BarColumn(),
@@ -185,12 +183,9 @@ def evaluate(
             data_options={key: value for key, value in data_options.items() if value is not None},
         )
     written = write_evaluation(report, output)
-    payload = json.dumps(report.to_dict(), indent=2, sort_keys=True)
-    if json_out is not None:
-        atomic_write_text(json_out, payload + "\n")
-    if json_stdout:
-        typer.echo(payload)
-    else:
+    if json_stdout or json_out is not None:
+        emit_json(report.to_dict(), json_stdout, json_out)
+    if not json_stdout:
         console.print(results_table(report))
         console.print(
             f"{len(report.rows)} result(s) in {report.seconds:.1f} s; stored in {written}", highlight=False
@@ -200,16 +195,14 @@ def evaluate(
         if low:
             worst = min(low, key=lambda row: row.scores["success"])
             shown.print(
-                f"[red]{len(low)} result(s) at or below --min-success {_percent(min_success)}[/]; lowest: "
-                f"{worst.model} on {Path(worst.data).name} at {_percent(worst.scores['success'])}.",
+                f"[red]{len(low)} result(s) at or below --min-success {percent(min_success)}[/]; lowest: "
+                f"{worst.model} on {Path(worst.data).name} at {percent(worst.scores['success'])}.",
                 highlight=False,
             )
             raise typer.Exit(1)
 
 
 def _cell(text: str, option: str) -> tuple[int, int]:
-    from diffplan.errors import BadInputError
-
     parts = text.replace(" ", "").split(",")
     if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
         raise BadInputError(f"{option} {text!r} must be ROW,COL (two whole numbers).")

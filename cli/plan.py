@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,13 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from diffplan_cli._common import console, err_console
+from diffplan.envs import read_map
+from diffplan.errors import BadInputError
+from diffplan.planning import plan_map
+from diffplan.release.checkpoint import load_model
+from diffplan.release.plotting import draw_plan
+from diffplan.scoring.budget import budget_knob, parse_budget
+from diffplan_cli._common import JsonOpt, JsonOutOpt, check_json_out, console, emit_json, output_console
 
 ARROWS = ("↑", "←", "↓", "→")  # N, W, S, E (DESIGN section 3)
 MAX_DRAWN_COLUMNS = 160  # wider maps are summarised; --plot draws any size
@@ -90,8 +95,6 @@ def _payload(model_name: str, map_path: Path, plan) -> dict:
 
 
 def _cell(text: str | None, option: str) -> tuple[int, int] | None:
-    from diffplan.errors import BadInputError
-
     if text is None:
         return None
     parts = text.replace(" ", "").split(",")
@@ -130,25 +133,15 @@ def plan(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Draw values, policy and path to this PNG.")
     ] = None,
-    json_stdout: Annotated[
-        bool, typer.Option("--json", help="Print machine-readable JSON (only) to stdout.")
-    ] = False,
-    json_out: Annotated[
-        Path | None, typer.Option("--json-out", help="Also write the JSON to this file.")
-    ] = None,
+    json_stdout: JsonOpt = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Plan on your own map: the path from a start (or the policy everywhere) drawn in the terminal."""
-    from diffplan._atomic import atomic_write_text
-    from diffplan.envs import read_map
-    from diffplan.errors import BadInputError
-    from diffplan.planning import plan_map
-    from diffplan.release.checkpoint import load_model
-    from diffplan.release.plotting import draw_plan
-    from diffplan.scoring.budget import budget_knob, parse_budget
-
-    for option, path in (("--plot", plot), ("--json-out", json_out)):
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
-            raise BadInputError(f"{option} {path}: not a writable file path (is its folder there?).")
+    check_json_out(json_out)
+    if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
+        raise BadInputError(
+            f"--plot {plot}: not a writable file path; its folder must exist and it not be one."
+        )
     read = read_map(map_path, threshold=threshold)
     goal_cell = _cell(goal, "--goal") or read.goal
     start_cell = _cell(start, "--start") or read.start
@@ -159,12 +152,9 @@ def plan(
     own = {"k": k, "max_iter": max_iter}[knob]
     setting = parse_budget(own if own is not None else budget)
     result = plan_map(planner, read.maze, goal_cell, start=start_cell, budget=setting)
-    payload = _payload(model, map_path, result)
-    if json_out is not None:
-        atomic_write_text(json_out, json.dumps(payload) + "\n")
-    if json_stdout:
-        typer.echo(json.dumps(payload))
-    else:
+    if json_stdout or json_out is not None:
+        emit_json(_payload(model, map_path, result), json_stdout, json_out)
+    if not json_stdout:
         width = result.result.maze.shape[1]
         if 2 * width <= MAX_DRAWN_COLUMNS:
             console.print(render_map(result), end="")
@@ -183,7 +173,7 @@ def plan(
             title=f"{model} on {map_path.name} ({result.budget})",
             path=result.path,
         )
-        (err_console if json_stdout else console).print(f"Drew the plan to {plot}.", highlight=False)
+        output_console(json_stdout).print(f"Drew the plan to {plot}.", highlight=False)
     if result.start is not None and result.optimal_length is not None and result.optimal_length < 0:
         raise BadInputError(
             f"the goal {result.goal} is unreachable from the start {result.start}: they lie in separate "

@@ -108,6 +108,8 @@ COMMANDS_WITH_JSON = {
     "package --verify": (["package", "--verify", "x.tar.gz"], "diffplan_cli.package.verify_archive"),
     "upgrade": (["upgrade", "x.ckpt"], "diffplan_cli.upgrade.read_release_checkpoint"),
     "data info": (["data", "info", "x.npz"], "diffplan_cli.data.dataset_info"),
+    "evaluate": (["evaluate", "VIN_tiny", "--data", "x.npz"], "diffplan_cli.evaluate.evaluate_models"),
+    "plan": (["plan", "VIN_tiny", "x.txt"], "diffplan_cli.plan.plan_map"),
 }
 
 
