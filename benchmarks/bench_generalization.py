@@ -2,7 +2,8 @@
 sizes, at their trained planning budget and at budgets that scale with the maps.
 
     python -m benchmarks.bench_generalization                       # v1.0 release, sizes 15 29 49 (+99 grid)
-    python -m benchmarks.bench_generalization --release-root pretrained_models/v1.1 --manifest manifests/release_v1.1.yaml
+    python -m benchmarks.bench_generalization --release-root pretrained_models/v1.1 \
+        --manifest manifests/release_v1.1.yaml
     python -m benchmarks.bench_generalization --quick                 # a few maps per size (a smoke run)
 
 Test sets are generated once into ``data/eval/`` (seeded; the same files for every release). Budgets:

@@ -99,8 +99,8 @@ def test_field_files_neural_astar_movingai_and_text_maze_are_scored(release, tmp
     )
     (tmp_path / "level.map.scen").write_text("version 1\n0\tlevel.map\t6\t5\t0\t0\t5\t4\t9\n")
     (tmp_path / "maze.txt").write_text("#######\n#.....#\n#.###.#\n#...#G#\n#######\n")
-    result = _run("evaluate", "VIN_tiny", "--data", tmp_path / "astar.npz", "--data", tmp_path / "level.map",
-                  "--data", tmp_path / "maze.txt", "--budget", "bfs", "--json", "--output", tmp_path / "out")  # fmt: skip
+    files = ["--data", tmp_path / "astar.npz", "--data", tmp_path / "level.map", "--data", tmp_path / "maze.txt"]
+    result = _run("evaluate", "VIN_tiny", *files, "--budget", "bfs", "--json", "--output", tmp_path / "out")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["rows"]
     assert [(r["maze_size"], r["maps"]) for r in rows] == [("8x8", 3), ("5x6", 1), ("5x7", 1)]
