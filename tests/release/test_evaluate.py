@@ -99,7 +99,7 @@ def test_field_files_neural_astar_movingai_and_text_maze_are_scored(release, tmp
     )
     (tmp_path / "level.map.scen").write_text("version 1\n0\tlevel.map\t6\t5\t0\t0\t5\t4\t9\n")
     (tmp_path / "maze.txt").write_text("#######\n#.....#\n#.###.#\n#...#G#\n#######\n")
-    files = ["--data", tmp_path / "astar.npz", "--data", tmp_path / "level.map", "--data", tmp_path / "maze.txt"]
+    files = [arg for name in ("astar.npz", "level.map", "maze.txt") for arg in ("--data", tmp_path / name)]
     result = _run("evaluate", "VIN_tiny", *files, "--budget", "bfs", "--json", "--output", tmp_path / "out")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["rows"]
