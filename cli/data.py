@@ -21,6 +21,7 @@ from diffplan.envs import (
 from diffplan.envs.datasets import SETTINGS
 from diffplan.errors import BadInputError
 from diffplan.release.manifest import load_manifest
+from diffplan.task import Task
 from diffplan_cli._common import (
     DEFAULT_MANIFEST,
     Command,
@@ -302,7 +303,7 @@ def _info_table(path: Path, described: dict[str, Any]) -> Table:
         "Wall border": border[described["wall_border"]],
         "Fingerprint": f"{described['fingerprint']} {check.get(ok, '(none stored)')}",
     }
-    if described["kind"] == "graph":
+    if Task(described["kind"]) is Task.GRAPH:
         rows["Has obstacle"] = str(described["has_obstacle"])
         rows["Continuous actions"] = str(described["cont_action"])
     if described["metadata"]:

@@ -44,7 +44,7 @@ DISTANCE_STEPS = (10, 20, 30, 45)
 GENERATOR = (
     "dfs-carve+decimation-U(0,1); goal uniform interior, forced free, >=2 reachable; (maze, goal) unique"
 )
-SUFFIX = {"grid": ".npz", "graph": ".pth"}
+SUFFIX = {Task.GRID: ".npz", Task.GRAPH: ".pth"}
 SETTINGS = (
     "kind",
     "maze_size",
@@ -95,7 +95,7 @@ def _arrays(data: GridFile | GraphFile | MapFile, split: str) -> tuple[np.ndarra
 
 
 def check_generation(
-    kind: str,
+    kind: Task | str,
     output: Path,
     *,
     maze_size: int = 15,
@@ -112,8 +112,9 @@ def check_generation(
     Raises ``BadInputError`` for a bad setting and ``DataFileError`` for an output that cannot be written.
     """
     output = Path(output)
-    if kind not in SUFFIX:
+    if kind not in tuple(Task):
         raise BadInputError(f"unknown data-set kind {kind!r}; use 'grid' or 'graph'.")
+    kind = Task(kind)
     sizes = {"train": train_size, "valid": valid_size, "test": test_size}
     for split, size in sizes.items():
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
@@ -126,9 +127,9 @@ def check_generation(
     check_maze_size(maze_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise BadInputError(f"seed must be a non-negative integer, got {seed!r}; pass --seed 0 or more.")
-    if kind == "grid" and cont_action:
+    if kind is Task.GRID and cont_action:
         raise BadInputError("--cont-action applies to graph data sets only; drop it or use --kind graph.")
-    if kind == "grid" and not has_obstacle:
+    if kind is Task.GRID and not has_obstacle:
         raise BadInputError("--no-has-obstacle applies to graph data sets only; drop it or use --kind graph.")
     if output.suffix != SUFFIX[kind]:
         raise BadInputError(
@@ -162,7 +163,6 @@ def generate_dataset(
     Raises ``BadInputError`` for bad settings and ``DataFileError`` for an output that cannot be written
     (missing folder, a folder, an existing file without ``force``); nothing is written then.
     """
-    kind = kind.value if isinstance(kind, Task) else kind  # a plain string: weights_only loads refuse enums
     start = time.perf_counter()
     output = Path(output)
     sizes = {"train": train_size, "valid": valid_size, "test": test_size}
@@ -178,6 +178,7 @@ def generate_dataset(
         cont_action=cont_action,
         force=force,
     )
+    task = Task(kind)
     total = sum(sizes.values())
     report = progress or (lambda *_: None)
 
@@ -194,15 +195,15 @@ def generate_dataset(
     for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
         goal = goal_maps(goal_cell[lo:hi], maze_size, maze_size)
         _, optimal = expert_labels(mazes[lo:hi], goal)
-        if kind == "grid":
+        if task is Task.GRID:
             labelled[split] = (mazes[lo:hi], goal, random_tie_policy(optimal, tie_rng), optimal)
         else:
             labelled[split] = (mazes[lo:hi], goal_cell[lo:hi], optimal)
         report(total + int(hi), 3 * total)
 
     metadata = {
-        "format": GRID_FORMAT if kind == "grid" else GRAPH_FORMAT,
-        "kind": kind,
+        "format": GRID_FORMAT if task is Task.GRID else GRAPH_FORMAT,
+        "kind": task.value,  # a plain string in the file: weights_only loads refuse enums
         "maze_size": maze_size,
         "mechanism": MECHANISM,
         "has_obstacle": has_obstacle,
@@ -212,7 +213,7 @@ def generate_dataset(
         "generator": GENERATOR,
         "diffplan_version": diffplan.__version__,
     }
-    if kind == "grid":
+    if task is Task.GRID:
         arrays = grid_arrays(labelled)
         metadata["fingerprint"] = fingerprint(arrays)
         write_atomic(output, lambda file: write_grid(file, arrays, metadata), force=force)
@@ -223,7 +224,7 @@ def generate_dataset(
     report(3 * total, 3 * total)
     return {
         "path": str(output),
-        "kind": kind,
+        "kind": task.value,
         "splits": dict(metadata["splits"]),
         "bytes": output.stat().st_size,
         "fingerprint": metadata["fingerprint"],
