@@ -41,6 +41,9 @@ def _verify_json(result: VerifyResult) -> dict[str, Any]:
         "ok": result.ok,
         "files_checked": result.files_checked,
         "problems": result.problems,
+        "archive_sha256": getattr(result, "archive_sha256", None),
+        "sha256_source": getattr(result, "sha256_source", None),
+        "checkpoints_checked": getattr(result, "checkpoints_checked", None),
     }
 
 
@@ -85,7 +88,15 @@ def package(
     ] = False,
     version: Annotated[str, typer.Option("--version", help="Release version in the archive names.")] = "1.0",
     verify: Annotated[
-        Path | None, typer.Option("--verify", help="Only check this archive against its embedded SHA256SUMS.")
+        Path | None,
+        typer.Option(
+            "--verify",
+            help="Only check this archive: its sha256 (--sha256, or the SHA256SUMS beside it), size limits, "
+            "its embedded SHA256SUMS, and every checkpoint (weights_only load, sha256 of its _info.json).",
+        ),
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="With --verify: the archive's expected sha256 (hex).")
     ] = None,
     manifest: ManifestOpt = DEFAULT_MANIFEST,
     release_root: ReleaseRootOpt = DEFAULT_RELEASE_ROOT,
@@ -98,7 +109,7 @@ def package(
     """Validate the release, write README, quick-start guide, SHA256SUMS and the .tar.gz and .zip archives."""
     check_json_out(json_out)
     if verify is not None:
-        verified = verify_archive(verify)
+        verified = verify_archive(verify, sha256=sha256)
         if json_output or json_out is not None:
             emit_json(_verify_json(verified), json_output, json_out)
         if not json_output:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import bench_graph_models, bench_grid_models
@@ -29,3 +31,15 @@ def test_one_grid_and_one_graph_step_are_measured():
 def test_an_unknown_entry_stops_with_the_names_to_choose_from():
     with pytest.raises(SystemExit, match="choose from MP-VIN_graph"):
         bench_graph_models.run(steps=1, runs=["VIN_maze15"])
+
+
+def test_the_ddp_benchmark_trains_release_entries_on_generated_maps(tmp_path):
+    from benchmarks import bench_ddp
+
+    path = bench_ddp._bench_manifest(DEFAULT_MANIFEST, ["VIN_maze15", "MP-VIN_graph"], 8, tmp_path)
+    bench = load_manifest(path)
+    release = load_manifest(DEFAULT_MANIFEST)
+    for name in ("VIN_maze15", "MP-VIN_graph"):
+        entry = bench.model(name)
+        assert entry.model_args() == release.model(name).model_args() and entry.epochs == 1
+        assert bench.dataset_for(entry).train_size == 8 and Path(entry.data).is_file()

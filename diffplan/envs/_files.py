@@ -6,6 +6,7 @@ import hashlib
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -25,6 +26,20 @@ def fingerprint(named_arrays: Iterable[tuple[str, np.ndarray]]) -> str:
         array = np.ascontiguousarray(array)
         digest.update(f"{name}|{array.dtype.str}|{array.shape}\n".encode())
         digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def fingerprint_blocks(
+    arrays: Iterable[tuple[str, np.dtype, tuple[int, ...], Iterable[np.ndarray]]],
+) -> str:
+    """``fingerprint`` of arrays given as (name, dtype, shape, C-order blocks along the first axis): the
+    same digest, without holding any array whole."""
+    digest = hashlib.sha256()
+    for name, dtype, shape, blocks in arrays:
+        shape = tuple(shape) or (1,)  # as ``fingerprint`` sees a 0-d array, through np.ascontiguousarray
+        digest.update(f"{name}|{np.dtype(dtype).str}|{shape}\n".encode())
+        for block in blocks:
+            digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 
@@ -53,6 +68,7 @@ MAX_MAP_SIDE = 4096
 MAX_MAP_CELLS = MAX_MAP_SIDE * MAX_MAP_SIDE  # one map
 MAX_SPLIT_CELLS = 1 << 28  # all maps of one split together (maps x height x width)
 MAX_TEXT_BYTES = 64 << 20  # a text map or .scen file
+TORCH_SLACK_BYTES = 1 << 20  # a torch zip file's records may unpack to its size plus this
 
 
 def check_size(path: Path, maps: int, height: int, width: int, what: str = "the maps") -> None:
@@ -69,6 +85,29 @@ def check_size(path: Path, maps: int, height: int, width: int, what: str = "the 
             f"{path}: {maps} maps of {height}x{width} cells exceed the limit of {MAX_SPLIT_CELLS} cells per "
             "split; use fewer maps or goals (num_goals / --num-goals)."
         )
+
+
+def torch_zip_problem(file: Path | BinaryIO) -> str | None:
+    """Why a torch file must not be handed to ``torch.load``, or None: a zip-format torch file whose records
+    unpack to more than the file holds. ``torch.save`` stores its records uncompressed, but ``torch.load``
+    also inflates compressed ones, so a small file could otherwise unpack to gigabytes (a zip bomb)."""
+    try:
+        if not zipfile.is_zipfile(file):
+            return None
+        with zipfile.ZipFile(file) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        size = file.stat().st_size if isinstance(file, Path) else file.seek(0, 2)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None  # torch.load says what is wrong with it
+    finally:
+        if not isinstance(file, Path):
+            file.seek(0)
+    if unpacked > size + TORCH_SLACK_BYTES:
+        return (
+            f"its records unpack to {unpacked} bytes from a file of {size}; torch.save stores them "
+            "uncompressed, so it was not written by torch.save (a zip bomb?)"
+        )
+    return None
 
 
 def sniff(path: Path) -> str:
@@ -119,22 +158,32 @@ def corrupted(path: Path, err: BaseException) -> DataFileError:
     return DataFileError(f"{path} is corrupted or truncated ({detail}); regenerate or re-download it.")
 
 
-def check_cells(path: Path, split: str, maze: np.ndarray, goal_cell: np.ndarray) -> np.ndarray:
-    """Validate mazes (N, H, W) of 0/1 and flat goal cells (N,) on free cells; return the mazes as uint8."""
+def check_cells(
+    path: Path, split: str, maze: np.ndarray, goal_cell: np.ndarray, *, first: int = 0
+) -> np.ndarray:
+    """Validate mazes (N, H, W) of 0/1 and flat goal cells (N,) on free cells; return the mazes as uint8.
+
+    ``first``: the index in the split of the first maze given, for the messages.
+    """
     if not np.isin(maze, (0, 1)).all():
         raise DataFileError(
             f"{path}: {split} mazes hold values other than 0 and 1; expected 1 = free, 0 = wall."
         )
     n, h, w = maze.shape
+    if goal_cell.dtype.kind not in "iu":
+        raise DataFileError(
+            f"{path}: {split} goal cells are {goal_cell.dtype} values; expected whole numbers "
+            "(row * width + col)."
+        )
     outside = (goal_cell < 0) | (goal_cell >= h * w)
     if outside.any():
         bad = int(np.flatnonzero(outside)[0])
         raise DataFileError(
-            f"{path}: {split} goal {bad} is cell {int(goal_cell[bad])}, outside the {h}x{w} maze."
+            f"{path}: {split} goal {first + bad} is cell {int(goal_cell[bad])}, outside the {h}x{w} maze."
         )
     maze = maze.astype(np.uint8)
     on_wall = maze.reshape(n, h * w)[np.arange(n), goal_cell] == 0
     if on_wall.any():
-        bad = int(np.flatnonzero(on_wall)[0])
+        bad = first + int(np.flatnonzero(on_wall)[0])
         raise DataFileError(f"{path}: {split} maze {bad} has its goal on a wall; the goal cell must be free.")
     return maze

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffplan.envs._files import SPLITS, check_cells, corrupted, fingerprint
+from diffplan.envs._files import SPLITS, check_cells, check_size, corrupted, fingerprint, torch_zip_problem
 from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
 from diffplan.errors import DataFileError
 
@@ -82,6 +82,9 @@ class GraphFile:
 
     def __init__(self, path: Path, *, trust_pickle: bool = False):
         self.path = path
+        problem = torch_zip_problem(path)
+        if problem is not None:
+            raise DataFileError(f"{path} is refused unread: {problem}; regenerate or re-download it.")
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
@@ -116,9 +119,19 @@ class GraphFile:
             )
         self.layout = "ours"
         self.metadata = content.get("metadata") or {}
+        if not isinstance(self.metadata, dict):
+            raise DataFileError(
+                f"{self.path}: 'metadata' is a {type(self.metadata).__name__}, not a mapping of generation "
+                "settings; regenerate the file."
+            )
+        for flag, default in (("has_obstacle", True), ("cont_action", False)):
+            if not isinstance(content.get(flag, default), bool):
+                raise DataFileError(
+                    f"{self.path}: {flag!r} is {content[flag]!r}, not true or false; regenerate the file."
+                )
         self.content = content
-        self.has_obstacle = bool(content.get("has_obstacle", True))
-        self.cont_action = bool(content.get("cont_action", False))
+        self.has_obstacle = content.get("has_obstacle", True)
+        self.cont_action = content.get("cont_action", False)
         self.splits = {}
         size = None
         for split in SPLITS:
@@ -127,6 +140,12 @@ class GraphFile:
                 raise DataFileError(
                     f"{self.path}: split {split!r} lacks maze or goal_cell; regenerate the file."
                 )
+            for key in ("maze", "goal_cell", "optimal"):
+                if key in arrays and not isinstance(arrays[key], torch.Tensor | None):
+                    raise DataFileError(
+                        f"{self.path}: {split} {key} is a {type(arrays[key]).__name__}, not a tensor; "
+                        "regenerate the file."
+                    )
             maze, goal_cell = arrays["maze"].numpy(), arrays["goal_cell"].numpy()
             if maze.ndim != 3 or goal_cell.shape != (len(maze),):
                 raise DataFileError(
@@ -137,6 +156,7 @@ class GraphFile:
                 raise DataFileError(
                     f"{self.path}: {split} mazes are {maze.shape[1:]} but train mazes are {size}."
                 )
+            check_size(self.path, len(maze), maze.shape[1], maze.shape[2], f"the {split} mazes")
             size = maze.shape[1:]
             optimal = arrays.get("optimal")
             if optimal is not None and tuple(optimal.shape) != (len(maze), size[0] * size[1], NUM_ACTIONS):
@@ -155,17 +175,32 @@ class GraphFile:
         self.layout = "published-graph-pickle"
         self.metadata = None
         self.content = content
+        if not content[0]:
+            raise DataFileError(
+                f"{self.path}: the train list holds no graphs; the file sizes its mazes from them, so it "
+                "cannot be read."
+            )
         try:
             xs = [[np.asarray(g.x, dtype=np.float64) for g in graphs] for graphs in content]
             labels = next(np.asarray(g.labels) for graphs in content for g in graphs)
-        except (AttributeError, StopIteration, TypeError) as err:
+        except (AttributeError, StopIteration, TypeError, ValueError) as err:
             raise DataFileError(
                 f"{self.path}: graphs lack node features x or labels; not a graph data set."
             ) from err
+        if any(x.ndim != 2 or x.shape[1] < 3 or len(x) == 0 for split in xs for x in split):
+            raise DataFileError(
+                f"{self.path}: node features x must be (V, 3 or 4) [row, col, is_goal, is_obstacle] with "
+                "at least one node; not a graph data set."
+            )
         self.has_obstacle = xs[0][0].shape[1] >= 4
         self.cont_action = labels.ndim == 2 and labels.shape[1] == 2
-        top = int(max(x[:, :2].max() for split in xs for x in split))
+        positions = [x[:, :2] for split in xs for x in split]
+        if any(((p < 0) | (p != np.round(p))).any() for p in positions):
+            raise DataFileError(f"{self.path}: node positions must be whole numbers >= 0; not a maze graph.")
+        top = int(max(p.max() for p in positions))
         size = top + 1 if self.has_obstacle else top + 2  # without obstacle nodes the border is implicit
+        for split, split_xs in zip(SPLITS, xs, strict=True):
+            check_size(self.path, len(split_xs), size, size, f"the {split} mazes")
         self.height = self.width = size
         self.splits = {}
         for split, split_xs in zip(SPLITS, xs, strict=True):

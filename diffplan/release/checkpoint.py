@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import torch
 from torch import nn
 
 from diffplan._atomic import atomic_path
-from diffplan.errors import CheckpointError, DiffplanError, ModelNotFoundError
+from diffplan.envs._files import torch_zip_problem
+from diffplan.errors import BadInputError, CheckpointError, DiffplanError, ModelNotFoundError
 from diffplan.models import create_model
 from diffplan.models._symmetry import CompleteRegularFilter, SteerableFilter, legacy_complete_regular_basis
 from diffplan.release.layout import RELEASE_FOLDERS
@@ -42,6 +44,7 @@ CHECKPOINT_FORMAT = "diffplan-release-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 3
 CANONICAL_BASIS_FORMAT = 2  # the first format whose complete-basis coefficients use the canonical basis
 EXPANDED_FILTER_FORMAT = 3  # the first format that also stores every steerable filter expanded
+MAX_CHECKPOINT_BYTES = 200 * 2**20  # read at most; a release checkpoint is under 10 MB (DESIGN section 7)
 FILTER_TOLERANCE = 1e-4  # relative error of a stored filter rebuilt on this host's escnn basis
 # Lightning run checkpoints (training's, not the release's) record which complete filter basis their
 # coefficients refer to; older run checkpoints lack the key and are refused on resume.
@@ -94,36 +97,114 @@ def save_release_checkpoint(
 
 
 def read_release_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's record, read with ``weights_only=True`` on the CPU; never unpickles code."""
+    """The checkpoint's record, read with ``weights_only=True`` on the CPU; never unpickles code.
+
+    Refused (``CheckpointError``): a file over ``MAX_CHECKPOINT_BYTES``, anything ``torch.load`` refuses
+    or fails on, and a record not of the release schema (``check_record``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; train the model or give another path.")
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path} is {size / 1e6:.0f} MB, over the {MAX_CHECKPOINT_BYTES // 2**20} MiB a release "
+            f"checkpoint may have (release checkpoints are under 10 MB); it is not read."
+        )
+    return load_release_record(path, path)
+
+
+def load_release_record(source: str | Path | IO[bytes], label: str | Path) -> dict[str, Any]:
+    """``torch.load(source, weights_only=True)`` checked as a release record; ``label`` names it in errors
+    (``source`` may be a file path or a binary stream, e.g. a checkpoint inside an archive). A zip whose
+    records unpack to more than its size is refused before ``torch.load`` inflates them."""
+    problem = torch_zip_problem(Path(source) if isinstance(source, str | Path) else source)
+    if problem is not None:
+        raise CheckpointError(f"{label} is refused unread: {problem}; re-download or retrain it.")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
+        record = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path} holds objects that torch.load(weights_only=True) refuses to unpickle; it is not a "
+            f"{label} holds objects that torch.load(weights_only=True) refuses to unpickle; it is not a "
             f"release checkpoint and will not be loaded (unpickling can run code)."
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]  # an empty file's EOFError has no text
-        raise CheckpointError(f"{path} is corrupted or truncated ({reason}); re-download it.") from err
+        raise CheckpointError(f"{label} is corrupted or truncated ({reason}); re-download it.") from err
     except Exception as err:  # any other file: the unpickler fails in its own ways (IndexError, ...)
         raise CheckpointError(
-            f"{path} is not a torch checkpoint ({type(err).__name__} while reading it); give the path of "
+            f"{label} is not a torch checkpoint ({type(err).__name__} while reading it); give the path of "
             f"a release .ckpt file."
         ) from err
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} is not a diffplan release checkpoint (no '{CHECKPOINT_FORMAT}' marker)."
+            f"{label} is not a diffplan release checkpoint (no '{CHECKPOINT_FORMAT}' marker)."
         )
-    version = format_version(record, path)
+    version = format_version(record, label)
     if version > CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format {version}, newer than this diffplan reads "
+            f"{label} has checkpoint format {version}, newer than this diffplan reads "
             f"({CHECKPOINT_FORMAT_VERSION}); upgrade diffplan."
         )
+    check_record(record, label)
     return record
+
+
+def _tensor_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def _str_keys(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _filter_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _tensor_map(f) for k, f in value.items())
+
+
+def _first_bad_entry(value: dict, *, tensors: bool) -> Any:
+    """The first key of ``value`` that is not a string naming a tensor (or a mapping of tensors)."""
+    for name, item in value.items():
+        valid = isinstance(item, torch.Tensor) if tensors else _tensor_map(item)
+        if not isinstance(name, str) or not valid:
+            return name
+    return None
+
+
+_SCHEMA = {  # field -> (check, what it must be)
+    "name": (lambda value: isinstance(value, str), "a string"),
+    "algorithm": (lambda value: isinstance(value, str), "a string"),
+    "model_config": (_str_keys, "a mapping of argument names to values"),
+    "extra": (_str_keys, "a mapping"),
+    "state_dict": (_tensor_map, "a mapping of names to tensors"),
+    "expanded_filters": (_filter_map, "a mapping of module names to {'weight': tensor, 'bias': tensor}"),
+}
+
+
+def check_record(record: dict[str, Any], source: str | Path = "checkpoint") -> None:
+    """Raise ``CheckpointError`` naming the first field of ``record`` not of the release schema: ``name``
+    and ``algorithm`` strings, ``model_config`` and ``extra`` dicts with string keys, ``state_dict`` a dict
+    of name -> tensor, and (from format 3) ``expanded_filters`` of module -> {"weight", "bias"?: tensor}.
+    """
+    expanded = format_version(record, source) >= EXPANDED_FILTER_FORMAT
+    fields = [key for key in _SCHEMA if key != "expanded_filters" or expanded]
+    for key in fields:
+        valid, what = _SCHEMA[key]
+        value = record.get(key)
+        if key not in record:
+            got = "it has none"
+        elif valid(value):
+            continue
+        elif isinstance(value, dict) and key in ("state_dict", "expanded_filters"):
+            bad = _first_bad_entry(value, tensors=key == "state_dict")
+            got = f"but its entry {bad!r} is a {type(value[bad]).__name__}"
+        else:
+            got = f"got {type(value).__name__}"
+        raise CheckpointError(
+            f"{source}: {key!r} must be {what}, {got}; it is not a release checkpoint diffplan wrote."
+        )
 
 
 def format_version(record: dict[str, Any], source: str | Path = "checkpoint") -> int:
@@ -202,13 +283,48 @@ def canonical_basis_state(model: nn.Module, state_dict: dict[str, torch.Tensor])
     return converted
 
 
+def _check_sizes(record: dict[str, Any], source: str | Path) -> None:
+    """The planner the record's config describes has the record's weights, checked before it is built:
+    shapes from a build on the meta device, or the count of an escnn planner's weights (``_model_size``).
+    A config describing a far larger planner than its weights (``l_h: 10**9``) is refused unallocated."""
+    from diffplan.release._model_size import count_weights, meta_shapes
+
+    algorithm, config, state = record["algorithm"], record["model_config"], record["state_dict"]
+    stored = {key: tuple(value.shape) for key, value in state.items()}
+    mismatch = "; the checkpoint is damaged, or was made by another version of the planner: retrain it"
+    try:
+        shapes = meta_shapes(algorithm, config)
+        if shapes is None:
+            size, held = count_weights(algorithm, config), sum(value.numel() for value in state.values())
+            if size != held:
+                raise CheckpointError(
+                    f"{source}: its model config describes a {algorithm} of {size:,} weights but its state "
+                    f"dict holds {held:,}{mismatch}."
+                )
+            return
+    except CheckpointError:
+        raise
+    except (DiffplanError, TypeError) as err:
+        raise CheckpointError(f"{source}: its model config does not build a {algorithm}: {err}") from err
+    for key in sorted(set(shapes) | set(stored)):
+        if shapes.get(key) != stored.get(key):
+            raise CheckpointError(
+                f"{source}: its model config gives {key!r} the shape {shapes.get(key)}, its state dict "
+                f"{stored.get(key)}{mismatch}."
+            )
+
+
 def model_from_record(record: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
-    """Rebuild the planner of a checkpoint record and load its weights strictly, in eval mode."""
+    """Rebuild the planner of a checkpoint record and load its weights strictly, in eval mode.
+
+    The record's schema (``check_record``) and its config's sizes against its state dict are checked
+    before anything is built (``CheckpointError``).
+    """
+    check_record(record, source)
+    _check_sizes(record, source)
     try:
         model = create_model(record["algorithm"], **record["model_config"])
-    except DiffplanError:
-        raise
-    except (KeyError, TypeError) as err:
+    except (DiffplanError, TypeError) as err:
         raise CheckpointError(f"{source}: its model config does not build a planner ({err}).") from err
     model.eval()
     state = record["state_dict"]
@@ -246,16 +362,65 @@ def find_release_checkpoint(name: str) -> Path:
     )
 
 
-def load_model(name_or_path: str | Path) -> nn.Module:
+def info_path_of(checkpoint: str | Path) -> Path:
+    """The ``<name>_info.json`` beside a release checkpoint ``<name>.ckpt``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}_info.json")
+
+
+def verify_checkpoint(checkpoint: str | Path, info: str | Path | None = None) -> str:
+    """Check the checkpoint's sha256 against ``model_stats.checkpoint_sha256`` of its metadata (default:
+    the ``<name>_info.json`` beside it); returns the sha256. Raises ``CheckpointError`` (one line naming
+    both sums) when they differ, and when the metadata is missing or records no sha256."""
+    checkpoint = Path(checkpoint)
+    info = info_path_of(checkpoint) if info is None else Path(info)
+    skip = "or pass verify=False to load the checkpoint unchecked"
+    if not info.is_file():
+        raise CheckpointError(
+            f"{checkpoint} has no metadata {info} to check its sha256 against; restore that file {skip}."
+        )
+    try:
+        recorded = json.loads(info.read_text())["model_stats"]["checkpoint_sha256"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{info} records no model_stats.checkpoint_sha256 to check {checkpoint} against "
+            f"({type(err).__name__}); restore the metadata {skip}."
+        ) from err
+    actual = sha256_file(checkpoint)
+    if actual != recorded:
+        raise CheckpointError(
+            f"{checkpoint} has sha256 {actual} but {info} records {recorded}: the checkpoint was modified "
+            f"or corrupted after training; re-download or retrain it ({skip})."
+        )
+    return actual
+
+
+def load_model(name_or_path: str | Path, *, verify: bool | Literal["auto"] = "auto") -> nn.Module:
     """A released planner in eval mode, by release name (``"VIN_maze15"``) or checkpoint path.
 
-    The returned module carries ``release_info`` (name, algorithm, config and flags) for planning.
+    The checkpoint's sha256 is first checked against its metadata (:func:`verify_checkpoint`):
+
+    - ``verify="auto"`` (default): always for a release name (its ``_info.json`` must be there); for a
+      path, when a ``<name>_info.json`` lies beside the checkpoint, and not at all when none does (a bare
+      checkpoint, copied out of the release, loads as it is);
+    - ``verify=True``: always; a checkpoint without metadata beside it is refused;
+    - ``verify=False``: never (a checkpoint being repaired, or checked separately as ``validate`` does).
+
+    A mismatch raises ``CheckpointError``. The returned module carries ``release_info`` (name,
+    algorithm, config and flags) for planning.
     """
+    if not (isinstance(verify, bool) or verify == "auto"):
+        raise BadInputError(f"verify must be True, False or 'auto', got {verify!r}.")
     path = Path(name_or_path)
+    by_name = False
     if not path.is_file():
         if path.suffix == ".ckpt" or len(path.parts) > 1:
             raise CheckpointError(f"checkpoint {path} does not exist; check the path.")
         path = find_release_checkpoint(str(name_or_path))
+        by_name = True
+    check = verify if isinstance(verify, bool) else by_name or info_path_of(path).is_file()
+    if check:
+        verify_checkpoint(path)
     record = read_release_checkpoint(path)
     model = model_from_record(record, path)
     model.release_info = {k: record[k] for k in ("name", "algorithm", "model_config", "extra")}

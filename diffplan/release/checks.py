@@ -37,16 +37,16 @@ from diffplan.task import Task
 MAX_CHECKPOINT_MB = 10.0  # 10 * 10**6 bytes, the unit of metadata's file_size_mb
 SCORE_TOLERANCE_POINTS = 0.5
 EQUIVARIANCE_TOLERANCE = 1e-4
+# A planner's output on a maze must not depend on what else is planned with it or on the thread count:
+# float reductions split differently there, up to 5e-7 relative measured on the explicit release planners.
+# Equilibrium planners converge per maze and compute their encoder exactly (diffplan.models.deq, the grid
+# planners' exact_encoder), and measured 0 (alone vs a batch of 16 vs two threads, DE-VIN_maze15 and
+# DE-SymVIN_maze15, first 32 test maps); before, the batch-wide stopping rule gave up to 1.2e-1. A planner
+# built or fed differently is off by order one.
 QUICK_START_TOLERANCE = 1e-3
-# Deep-equilibrium planners stop their solver on the whole batch's residual, so a batch of one and a
-# batch of eight reach slightly different fixed points (a few 1e-3 measured on DE-VIN_maze15); a wrongly
-# built input moves the outputs by order one.
-IMPLICIT_QUICK_START_TOLERANCE = 2e-2
-# Float reductions split differently on two threads: up to 5e-7 relative measured on the explicit release
-# planners, 1.4e-3 and 6e-3 on the deep-equilibrium ones (their solver stops at a residual of 1e-4, where
-# the rounding lands it); a planner built differently is off by order one.
+IMPLICIT_QUICK_START_TOLERANCE = 1e-3
 THREAD_TOLERANCE = 1e-3
-IMPLICIT_THREAD_TOLERANCE = 5e-2
+IMPLICIT_THREAD_TOLERANCE = 1e-3
 SAMPLE_MAPS = 8
 LATENCY_MAPS = 5
 
@@ -237,7 +237,7 @@ def thread_count(spec: ModelSpec, paths: ReleasePaths, sample: Sample) -> Verdic
     clear_basis_cache()  # build the planner from scratch on 2 threads, as a fresh process would
     try:
         with torch_threads(2), torch.no_grad():
-            other = run_planner(load_model(paths.checkpoint), sample.batch, spec.task)
+            other = run_planner(load_model(paths.checkpoint, verify=False), sample.batch, spec.task)
     finally:
         clear_basis_cache()
     error = max(
@@ -346,8 +346,9 @@ def equivariance(spec: ModelSpec, model: nn.Module, sample: Sample, settings: Pl
 
 
 def quick_start(spec: ModelSpec, paths: ReleasePaths, sample: Sample, settings: PlanSettings) -> Verdict:
-    """``load_model(path)`` + ``plan_maze`` on test map 0 agree with the batched inference."""
-    model = load_model(paths.checkpoint)
+    """``load_model(path)`` + ``plan_maze`` on test map 0 agree with the batched inference (the sha256 is
+    the checksum check's verdict, so it is not checked again here)."""
+    model = load_model(paths.checkpoint, verify=False)
     maze = sample.batch["maze"][0].numpy()
     goal = divmod(int(sample.batch["goal"][0].flatten().argmax()), maze.shape[1])
     result = plan_maze(model, maze, goal)

@@ -272,11 +272,11 @@ def plot_test_map(
             f"test data {path} for {inspection.name} does not exist; make it with {hint} or pass --data PATH."
         )
     split = load_split(path, "test")
-    if not -len(split) <= index < len(split):
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(split):
         raise BadInputError(
-            f"--index {index} is out of range: the test split of {path} has {len(split)} maps."
+            f"--index {index} is out of range: the test split of {path} has {len(split)} maps, "
+            f"numbered 0 to {len(split) - 1}."
         )
-    index %= len(split)
     model = load_model(inspection.checkpoint)
     task = inspection.task or split.task
     settings = PlanSettings(task, getattr(split, "has_obstacle", True))

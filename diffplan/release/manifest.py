@@ -18,13 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    PositiveFloat,
     PositiveInt,
     ValidationError,
     model_validator,
 )
 
-from diffplan.errors import ManifestError, ModelNotFoundError
+from diffplan.errors import DiffplanError, ManifestError, ModelNotFoundError
 from diffplan.release.layout import RELEASE_FOLDERS
 from diffplan.scoring.metrics import METRICS
 from diffplan.task import WORLDS, Task
@@ -44,6 +43,22 @@ WorldTask = Annotated[
     PlainSerializer(lambda task: next(w for w, t in WORLDS.items() if t is task), return_type=str),
 ]
 NOT_RECIPE = ("target", "notes")  # entry fields that do not change what is trained
+MAX_MANIFEST_BYTES = 1 << 20  # the release manifest is about 10 KB
+MAX_EXPANDED_NODES = 100_000  # YAML values once aliases are expanded; the release manifest has 507
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1
+
+
+def _seed(value: Any) -> Any:
+    """A whole number in 0 .. MAX_SEED (YAML may give 1.0e+30 or true); strings are pydantic's to refuse."""
+    if isinstance(value, bool) or (isinstance(value, int | float) and not 0 <= value <= MAX_SEED):
+        raise ValueError(f"a seed must be a whole number from 0 to {MAX_SEED}, got {value!r}")
+    return value
+
+
+Seed = Annotated[int, BeforeValidator(_seed)]
+# Finite floats only: YAML reads .inf and .nan as floats, and a training run cannot use them.
+FinitePositive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+FiniteNonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -59,7 +74,7 @@ class DatasetSpec(_Strict):
     train_size: PositiveInt = 10000
     valid_size: PositiveInt = 2000
     test_size: PositiveInt = 2000
-    seed: int = 0
+    seed: Seed = 0
     has_obstacle: bool = True
     cont_action: bool = False
 
@@ -71,10 +86,11 @@ class DatasetSpec(_Strict):
 
 
 class Target(_Strict):
-    """A release target: the model passes when ``metric`` on the test split is strictly above ``minimum``."""
+    """A release target: the model passes when ``metric`` on the test split is strictly above ``minimum``
+    (so a minimum of 1 or more could never be met)."""
 
     metric: Literal[METRICS] = "accuracy"
-    minimum: float = Field(ge=0.0, le=1.0)
+    minimum: float = Field(ge=0.0, lt=1.0, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -90,14 +106,14 @@ class ModelSpec(_Strict):
     no_equiv_policy: bool = False
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 32
-    lr: PositiveFloat = 1e-3
+    lr: FinitePositive = 1e-3
     optimizer: Literal["RMSprop", "Adam", "AdamW", "SGD"] = "RMSprop"
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: FiniteNonNegative = 0.0
     scheduler: Literal["none", "cosine", "plateau"] = "none"
-    gradient_clip: PositiveFloat | None = None
+    gradient_clip: FinitePositive | None = None
     early_stopping_patience: PositiveInt | None = None
-    max_minutes: PositiveFloat | None = None
-    seed: int = 42
+    max_minutes: FinitePositive | None = None
+    seed: Seed = 42
     model: dict[str, Any] = Field(default_factory=dict)
     folder: Literal[RELEASE_FOLDERS]
     target: Target
@@ -166,11 +182,14 @@ class Manifest(_Strict):
 def _format_validation_error(err: ValidationError, where: str) -> str:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(entry)"
-    return f"{where}: field {field!r}: {first['msg']}"
+    return f"{where}: field {field!r}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def _check_model_args(spec: ModelSpec, where: str) -> None:
+    """The planner exists for the task, takes these arguments, accepts their values and is not too large:
+    its own argument checks run on a build that allocates no weights (``_model_size``)."""
     from diffplan.models import get_model_entry
+    from diffplan.release._model_size import planner_size
 
     try:
         entry = get_model_entry(spec.algorithm)
@@ -189,6 +208,11 @@ def _check_model_args(spec: ModelSpec, where: str) -> None:
                 f"{where}: field 'model': {spec.algorithm} takes no argument {unknown[0]!r}; "
                 f"it takes: {', '.join(p for p in params if p != 'self')}."
             )
+    try:
+        planner_size(spec.algorithm, spec.model_args())
+    except (DiffplanError, TypeError) as err:
+        field = "group" if spec.group is not None and repr(spec.group) in str(err) else "model"
+        raise ManifestError(f"{where}: field {field!r}: {err}") from err
 
 
 def parse_manifest(data: Any, path: Path) -> Manifest:
@@ -226,6 +250,13 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         where = f"{path}: models[{index}] ({label})"
         if not isinstance(raw, dict):
             raise ManifestError(f"{where}: expected a mapping of fields.")
+        for source, block in (("defaults", defaults), (where, raw)):
+            if not isinstance(block.get("model") or {}, dict):
+                raise ManifestError(
+                    f"{path if source == 'defaults' else where}: field "
+                    f"'{'defaults.model' if source == 'defaults' else 'model'}': must be a mapping of the "
+                    f"planner's arguments (e.g. {{k: 20, l_h: 150}}), got {type(block['model']).__name__}."
+                )
         merged = {**defaults, **raw}
         merged["model"] = {**(defaults.get("model") or {}), **(raw.get("model") or {})}
         try:
@@ -260,15 +291,101 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
     return Manifest(version=str(data.get("version", "1.0")), path=path, datasets=datasets, models=models)
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing duplicate keys (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    if key in first:
+                        raise _ManifestSyntaxError(
+                            key_node.start_mark,
+                            f"key {key!r} appears twice in one mapping (first on line {first[key]}); YAML "
+                            f"would keep only the last, so remove one",
+                        )
+                    first[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: the constructor below says so
+                    break
+        return super().construct_mapping(node, deep=deep)
+
+
+class _ManifestSyntaxError(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark, message: str):
+        super().__init__(message)
+        self.line, self.message = mark.line + 1, message
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose anchors and aliases expand to over ``MAX_EXPANDED_NODES`` values.
+
+    An alias is the node it names, shared: nine nested levels of nine aliases are a kilobyte that every
+    reader of the parsed data (validation, copies, dumps) walks as 387 million values. Counted bottom-up
+    with each node's expanded size memoised, so the count itself costs one pass over the distinct nodes.
+    """
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            children = []
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = [item for pair in node.value for item in pair]
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            continue
+        size[id(node)] = 1 + sum(size[id(child)] for child in children)
+        if size[id(node)] > MAX_EXPANDED_NODES:
+            raise _ManifestSyntaxError(
+                node.start_mark,
+                f"through YAML anchors and aliases (&name, *name) this expands to more than "
+                f"{MAX_EXPANDED_NODES:,} values (a manifest holds a few thousand); write the values out, "
+                f"or put fields shared by entries in the `defaults:` block",
+            )
+
+
+def _parse_yaml(text: str) -> Any:
+    loader = _ManifestLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_expansion(root)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest file; raises ``ManifestError`` naming file, entry and field."""
+    """Read and validate a manifest file; raises ``ManifestError`` naming file, entry and field.
+
+    Refused before anything else: files over ``MAX_MANIFEST_BYTES``, documents that anchors and aliases
+    expand past ``MAX_EXPANDED_NODES`` values (``_check_expansion``), and duplicate keys
+    (``_ManifestLoader``).
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(
             f"manifest {path} does not exist; pass --manifest with the path of a release manifest."
         )
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{path}: {size} bytes, over the {MAX_MANIFEST_BYTES} a manifest may have; is it a manifest?"
+        )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _parse_yaml(path.read_text())
+    except _ManifestSyntaxError as err:
+        raise ManifestError(f"{path}: line {err.line}: {err.message}.") from err
+    except RecursionError as err:
+        raise ManifestError(f"{path}: nested too deeply to be a manifest; check its brackets.") from err
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ManifestError(
             f"{path}: not readable YAML ({err.__class__.__name__}: {(str(err).splitlines() or [''])[0]})."

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,9 @@ class RunRecord:
     limit_maps: int | None
     parameters: int
     checkpoint_stats: dict[str, Any]  # ``file_size_mb`` and ``checkpoint_sha256`` of the written file
+    world_size: int = 1  # training processes (DDP); ``batch_size`` is the global batch over all of them
+    per_device_batch: int | None = None  # maps per process and step: batch_size / world_size
+    overrides: dict[str, Any] = field(default_factory=dict)  # run options that changed the recipe
 
 
 def build_info(spec, dataset, scores: dict[str, dict[str, float]], run: RunRecord, fingerprint: str) -> dict:
@@ -151,7 +154,8 @@ def build_info(spec, dataset, scores: dict[str, dict[str, float]], run: RunRecor
             "valid_size": run.valid_size,
             "limit_maps": run.limit_maps,
         },
-        "training_config": spec.resolved(),
+        # A run with overrides (--max-epochs, --limit-maps) records them, so it never reads as the entry.
+        "training_config": {**spec.resolved(), **({"overrides": run.overrides} if run.overrides else {})},
         "performance": performance,
         "target": {
             "metric": spec.target.metric,
@@ -169,6 +173,9 @@ def build_info(spec, dataset, scores: dict[str, dict[str, float]], run: RunRecor
             "max_epochs": run.max_epochs,
             "monitor": MONITOR,
             "best_validation_accuracy": run.best_validation_accuracy,
+            "world_size": run.world_size,
+            "per_device_batch_size": run.per_device_batch,
+            **({"overrides": run.overrides} if run.overrides else {}),
         },
         "hardware": hardware(),
         "library_versions": library_versions(),

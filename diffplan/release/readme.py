@@ -218,14 +218,19 @@ def render_readme(
         "",
         "Checkpoints are plain tensors and the planner's config: `load_model` reads them with "
         "`torch.load(..., weights_only=True)`, rebuilds the planner from its registered name and loads "
-        "the weights strictly. No pickled code is ever run. `diffplan.plan_maze(model, maze, goal)` then "
+        "the weights strictly. No pickled code is ever run. Before that it checks the file's sha256 "
+        "against `model_stats.checkpoint_sha256` of the `<name>_info.json` beside it and refuses a "
+        "checkpoint that differs (`load_model(path, verify=False)` skips the check; a checkpoint with no "
+        "metadata beside it loads unchecked). `diffplan.plan_maze(model, maze, goal)` then "
         "returns the policy and value map of any maze; see `quick_start_guide.md`.",
         "",
-        "The checkpoints are in format 2: equivariant filters are stored as coefficients of bases that "
-        "are the same on every host, so a model plans the same whatever the machine or its number of "
-        "threads (`diffplan validate` checks one against two threads). Format-1 checkpoints, whose "
-        "complete-basis coefficients referred to an SVD basis that changed with the thread count, still "
-        "load and are converted (`diffplan upgrade CHECKPOINT...` rewrites them).",
+        "Checkpoints of symmetric grid planners are in format 3: besides their coefficients they store "
+        "every escnn steerable filter expanded, and loading solves for the coefficients on the reading "
+        "host's basis, because escnn computes its bases numerically and they differ between CPUs (the "
+        "format-2 SymVIN_maze15 planned at 2.5% accuracy on an AMD EPYC host). The complete 3x3 basis is "
+        "the canonical orbit basis (format 2), the same on every host and thread count; `diffplan "
+        "validate` checks a model against itself on two threads. Older checkpoints load and are "
+        "converted; `diffplan upgrade CHECKPOINT...` rewrites them, on the host that trained them.",
         "",
         "## Metrics",
         "",
@@ -267,7 +272,8 @@ def render_readme(
         "```text",
         "README.md, quick_start_guide.md   this guide and the quick start",
         "grid/ graph/ continuous/          <name>.ckpt, <name>_info.json, configs/<name>_config.yaml",
-        "evaluation_results/               what `diffplan validate` measured, per model and summary.json",
+        "evaluation_results/               `diffplan validate`'s verdicts and scores, per model and "
+        "summary.json (no timings)",
         "SHA256SUMS                        sha256 of every file above",
         "```",
         "",
@@ -322,6 +328,14 @@ def _model_section(spec: ModelSpec, info: dict | None) -> list[str]:
     ]
 
 
+def _marked_maze() -> list[str]:
+    """The quick-start maze as text, start and goal marked ``S`` and ``G``."""
+    rows = [list(row) for row in QUICK_START_MAZE]
+    for (row, col), mark in ((QUICK_START_START, "S"), (QUICK_START_GOAL, "G")):
+        rows[row][col] = mark
+    return ["".join(row) for row in rows]
+
+
 def render_quick_start(manifest: Manifest, version: str) -> str:
     """The quick-start guide: install, load, plan. Its python blocks run in order as written."""
     grid = next((s for s in manifest.models if s.task is Task.GRID), None)
@@ -343,7 +357,25 @@ def render_quick_start(manifest: Manifest, version: str) -> str:
         "`load_model` finds a model by name under "
         "`./pretrained_models/`, or takes a checkpoint path.",
         "",
-        "## Load a model and plan a maze",
+        "## Plan on your own map from the command line",
+        "",
+        "Draw a map as text (`#` wall, `.` free, `S` start, `G` goal; any size and aspect ratio), or "
+        "give an image, a MovingAI `.map` or an `.npy` array with `--goal ROW,COL`. `diffplan plan` "
+        "draws the policy's path in the terminal and says whether it reached the goal; `--plot` draws "
+        "the value map, the policy and the path:",
+        "",
+        "```bash",
+        "cat > my_maze.txt <<'EOF'",
+        *_marked_maze(),
+        "EOF",
+        f"diffplan plan {first.name} my_maze.txt",
+        f"diffplan plan {first.name} my_maze.txt --plot my_plan.png --json-out my_plan.json",
+        "```",
+        "",
+        "The planning budget scales with the map (`--budget bfs`: the longest shortest path to the goal, "
+        "plus one step), so a planner trained on 15x15 mazes can see a goal far away on a bigger map.",
+        "",
+        "## Load a model and plan a maze in Python",
         "",
         "A maze is an array with 1 for a free cell and 0 for a wall; the goal is a (row, col) cell. "
         "Actions are 0 = N (up), 1 = W (left), 2 = S (down), 3 = E (right).",

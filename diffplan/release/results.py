@@ -1,15 +1,25 @@
-"""What `validate` measured and decided (result types), and the release's store of it:
-``<release_root>/evaluation_results/<name>.json`` per model and ``summary.json``."""
+"""What `validate` measured and decided (result types), and where it is stored.
+
+Release QA (DESIGN section 9): a run that scored every named model on its own recorded test data, all of
+it, with the default batch (:attr:`ValidationReport.release_qa`) is stored in the release:
+``<release_root>/evaluation_results/<name>.json`` per model and ``summary.json``. Those hold only what the
+run decided and counted (checks, verdicts, scores, sizes), never timings, so validating an unchanged
+release again rewrites nothing (``git status`` stays clean; DESIGN section 10). The run's timings and
+memory (:data:`TIMING_FIELDS`, dates, seconds) go to ``evaluation_results/timings.json``, untracked and
+never shipped. Any other run (``--data``, ``--limit``, another batch size) is stored outside the release,
+whole, in ``runs/validation/<UTC time>/report.json``.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffplan._atomic import atomic_write_text
-from diffplan.release.layout import DEFAULT_RELEASE_ROOT, EVALUATION_FOLDER
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT, EVALUATION_FOLDER, TIMINGS_NAME, refresh_sums
 
 CHECKS: dict[str, str] = {
     "release_files": "release files exist and the metadata is complete",
@@ -26,6 +36,10 @@ CHECKS: dict[str, str] = {
     "quick_start": "quick-start call runs",
 }
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+DEFAULT_BATCH_SIZE = 250
+DEFAULT_RUNS_ROOT = Path("runs/validation")  # results of runs that are not release QA
+# Measured anew on every run (wall time, memory): kept out of the release's evaluation results.
+TIMING_FIELDS = ("latency_ms", "batched_ms_per_maze", "peak_memory_mb", "seconds")
 
 
 @dataclass
@@ -88,7 +102,10 @@ class ModelValidation:
 
 @dataclass
 class ValidationReport:
-    """The outcome of one ``validate`` run over several models."""
+    """The outcome of one ``validate`` run over several models.
+
+    ``results_folder`` and ``results_in_release`` are set by :func:`write_results`: where it stored them.
+    """
 
     models: list[ModelValidation]
     data_override: str | None = None
@@ -97,10 +114,29 @@ class ValidationReport:
     created_date: str = ""
     threads: int = 1
     jobs: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    results_folder: str | None = None
+    results_in_release: bool = False
 
     @property
     def passed(self) -> bool:
         return all(m.passed for m in self.models)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The settings that make this run something else than release QA (``--data``, ``--limit``, a
+        batch size other than the default), by name; empty for release QA. Threads and jobs change how
+        the work is spread, not what is scored, and are not overrides."""
+        found = {"data": self.data_override, "limit": self.limit}
+        if self.batch_size != DEFAULT_BATCH_SIZE:
+            found["batch_size"] = self.batch_size
+        return {key: value for key, value in found.items() if value is not None}
+
+    @property
+    def release_qa(self) -> bool:
+        """Whether the run scored the models' own recorded test data, all of it, with no override: only
+        such a run is stored in the release (DESIGN section 9)."""
+        return not self.overrides
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,94 +144,164 @@ class ValidationReport:
             "created_date": self.created_date,
             "data_override": self.data_override,
             "limit": self.limit,
+            "batch_size": self.batch_size,
             "seconds": self.seconds,
             "threads": self.threads,
             "jobs": self.jobs,
+            "results_folder": self.results_folder,
+            "results_in_release": self.results_in_release,
             "models": [m.to_dict() for m in self.models],
         }
 
 
-# --- the store ---------------------------------------------------------------------------------
+# --- the release's store -----------------------------------------------------------------------
 
 
-def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
-    """What a stored per-model result decides, without the run's timings (latency, seconds, date).
+def release_entry(model: ModelValidation) -> dict[str, Any]:
+    """What ``evaluation_results/<name>.json`` holds for ``model``: its result without the timings
+    (:data:`TIMING_FIELDS`), from a release-QA run (``data_override`` and ``limit`` are null)."""
+    entry = {k: v for k, v in model.to_dict().items() if k not in TIMING_FIELDS}
+    return {**entry, "data_override": None, "limit": None}
 
-    ``entry`` is a ``<name>.json`` of ``evaluation_results/`` (or the same built from a report). Two runs
-    over the same release files and data give the same outcome; a changed checkpoint (its sha256 is in the
-    checksum message), score, verdict, ``--limit`` or ``--data`` gives another.
-    """
+
+def _summary_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A model's line of ``summary.json``, from its stored entry."""
     checks = entry.get("checks", {})
     return {
-        "scores": {k: round(float(v), 9) for k, v in entry.get("scores", {}).items()},
-        "verdicts": {name: check.get("status") for name, check in checks.items()},
-        "checksum": checks.get("checksum", {}).get("message"),
+        "passed": entry.get("passed"),
+        "scores": entry.get("scores", {}),
+        "target": {"metric": entry.get("target_metric"), "minimum": entry.get("target")},
         "parameters": entry.get("parameters"),
         "size_mb": entry.get("size_mb"),
-        "data_override": entry.get("data_override"),
-        "limit": entry.get("limit"),
+        "failed_checks": sorted(name for name, check in checks.items() if check.get("status") == FAIL),
     }
 
 
-def results_describe(report: ValidationReport, release_root: str | Path = DEFAULT_RELEASE_ROOT) -> bool:
-    """Whether ``evaluation_results/`` already records ``report``'s outcome for each of its models.
+def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored entry with its scores rounded to 9 decimals: two runs with the same outcome differ at most
+    by float rounding in the scores (another thread count); any other change (a verdict, a message, a
+    checkpoint's sha256, the target, a timing field of the old layout) is another outcome."""
+    scores = {k: round(float(v), 9) for k, v in entry.get("scores", {}).items()}
+    return {**entry, "scores": scores}
 
-    Timings aside (they differ from run to run), see :func:`_outcome`. False when a file is missing or
-    unreadable, or when the summary does not list every model as the report does.
-    """
-    folder = Path(release_root) / EVALUATION_FOLDER
+
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _read_json(path: Path) -> Any:
     try:
-        summary = json.loads((folder / "summary.json").read_text()).get("models", {})
-        for model in report.models:
-            stored = json.loads((folder / f"{model.name}.json").read_text())
-            if _outcome(stored) != _outcome(_stored_entry(report, model)) or model.name not in summary:
-                return False
-    except (OSError, ValueError, AttributeError):
-        return False
-    return True
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def _run_settings(report: ValidationReport) -> dict[str, Any]:
-    """The settings of a validation run stored beside each model's result."""
-    return {"created_date": report.created_date, "data_override": report.data_override, "limit": report.limit}
+def _release_texts(report: ValidationReport, folder: Path) -> dict[Path, str]:
+    """The text each file of ``evaluation_results/`` should hold after storing ``report``.
 
-
-def _stored_entry(report: ValidationReport, model: ModelValidation) -> dict[str, Any]:
-    """What ``evaluation_results/<name>.json`` holds for ``model``: its result and the run's settings."""
-    return {**_run_settings(report), **model.to_dict()}
-
-
-def write_results(report: ValidationReport, release_root: str | Path = DEFAULT_RELEASE_ROOT) -> list[Path]:
-    """Store the report under ``<release_root>/evaluation_results/``: ``<name>.json`` per model and
-    ``summary.json`` (merged with earlier runs' entries for models not validated now). Atomic writes."""
-    folder = Path(release_root) / EVALUATION_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    common = _run_settings(report)
+    A stored model entry with the same outcome (:func:`_outcome`) is kept as it is, so a rerun rewrites
+    nothing; ``summary.json`` keeps the lines of models not in ``report``.
+    """
+    texts: dict[Path, str] = {}
+    lines: dict[str, Any] = {}
     for model in report.models:
         path = folder / f"{model.name}.json"
-        atomic_write_text(path, json.dumps(_stored_entry(report, model), indent=2, sort_keys=True) + "\n")
-        written.append(path)
-    summary_path = folder / "summary.json"
-    entries: dict[str, Any] = {}
-    if summary_path.is_file():
-        try:
-            entries = json.loads(summary_path.read_text()).get("models", {})
-        except (OSError, ValueError, AttributeError):
-            entries = {}
+        new, stored = release_entry(model), _read_json(path)
+        keep = isinstance(stored, dict) and _outcome(stored) == _outcome(json.loads(_dump(new)))
+        entry = stored if keep else new
+        texts[path] = _dump(entry)
+        lines[model.name] = _summary_entry(entry)
+    summary = _read_json(folder / "summary.json")
+    earlier = summary.get("models") if isinstance(summary, dict) else None
+    entries = {**(earlier if isinstance(earlier, dict) else {}), **lines}
+    passed = all(isinstance(e, dict) and e.get("passed") for e in entries.values())
+    texts[folder / "summary.json"] = _dump({"passed": passed, "models": dict(sorted(entries.items()))})
+    return texts
+
+
+def _current_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def results_describe(report: ValidationReport, release_root: str | Path = DEFAULT_RELEASE_ROOT) -> bool:
+    """Whether ``evaluation_results/`` already holds ``report``'s outcome for each of its models (and the
+    summary lists them so): storing it would rewrite nothing. False for a report that is not release QA."""
+    if not report.release_qa:
+        return False
+    folder = Path(release_root) / EVALUATION_FOLDER
+    return all(_current_text(path) == text for path, text in _release_texts(report, folder).items())
+
+
+def _timings(report: ValidationReport, path: Path) -> dict[str, Any]:
+    """``timings.json``: the run's own figures, and each model's latest, merged with earlier runs'."""
+    earlier = _read_json(path)
+    models = earlier.get("models") if isinstance(earlier, dict) else None
+    models = dict(models) if isinstance(models, dict) else {}
     for model in report.models:
-        entries[model.name] = {
-            **common,
-            "passed": model.passed,
-            "scores": model.scores,
-            "target": {"metric": model.target_metric, "minimum": model.target},
-            "parameters": model.parameters,
-            "size_mb": model.size_mb,
-            "latency_ms": model.latency_ms,
-            "peak_memory_mb": model.peak_memory_mb,
-            "failed_checks": [c.name for c in model.failed],
+        models[model.name] = {
+            "created_date": report.created_date,
+            "threads": report.threads,
+            **{name: getattr(model, name) for name in TIMING_FIELDS},
         }
-    summary = {"passed": all(e["passed"] for e in entries.values()), "models": dict(sorted(entries.items()))}
-    atomic_write_text(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    written.append(summary_path)
-    return written
+    return {
+        "created_date": report.created_date,
+        "seconds": report.seconds,
+        "threads": report.threads,
+        "jobs": report.jobs,
+        "models": dict(sorted(models.items())),
+    }
+
+
+def _run_folder(runs_root: Path, created_date: str) -> Path:
+    """A new folder ``<runs_root>/<UTC time>`` (``-2``, ``-3`` ... when one run already took it)."""
+    try:
+        when = dt.datetime.fromisoformat(created_date)
+    except ValueError:
+        when = dt.datetime.now(dt.timezone.utc)
+    stamp = when.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    runs_root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        folder = runs_root / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{runs_root} already holds 999 validation runs named {stamp}; clear some.")
+
+
+def write_results(
+    report: ValidationReport,
+    release_root: str | Path = DEFAULT_RELEASE_ROOT,
+    *,
+    runs_root: str | Path = DEFAULT_RUNS_ROOT,
+) -> list[Path]:
+    """Store ``report`` where it belongs and return the files that hold it (the last one names the folder).
+
+    Release QA (:attr:`ValidationReport.release_qa`): ``<release_root>/evaluation_results/<name>.json``
+    and ``summary.json``, each rewritten only when its outcome changed (the release's ``SHA256SUMS`` then
+    follows), then the untracked ``timings.json``. Any other run: ``<runs_root>/<UTC time>/report.json``
+    (the whole report, timings too); the release is not touched. Sets ``report.results_folder`` and
+    ``report.results_in_release``. Atomic writes.
+    """
+    if not report.release_qa:
+        folder = _run_folder(Path(runs_root), report.created_date)
+        report.results_folder, report.results_in_release = str(folder), False
+        path = folder / "report.json"
+        atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+        return [path]
+    folder = Path(release_root) / EVALUATION_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    report.results_folder, report.results_in_release = str(folder), True
+    texts = _release_texts(report, folder)
+    changed = [path for path, text in texts.items() if _current_text(path) != text]
+    for path in changed:
+        atomic_write_text(path, texts[path])
+    refresh_sums(release_root, changed)
+    timings = folder / TIMINGS_NAME
+    atomic_write_text(timings, _dump(_timings(report, timings)))
+    *models, summary = texts
+    return [*models, timings, summary]

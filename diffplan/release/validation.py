@@ -11,9 +11,10 @@ Per model, in order (a check that cannot run because an earlier one failed is sk
   the checkpoint's algorithm and constructor arguments are the manifest entry's.
 - ``size``: the checkpoint is under 10 MB.
 - ``inference``: on a sample of the test split, outputs are finite and of the right shapes; latency per
-  maze (batch of one) and peak tensor memory of inference are measured.
+  maze (batch of one) and peak tensor memory of inference are measured (in the result's fields, not the
+  check's message: the stored release results hold no timings).
 - ``thread_count``: the model loaded and run on two torch threads gives the outputs of one thread
-  (relative error under 1e-3, 5e-2 for deep-equilibrium planners): its weights define the same planner
+  (relative error under 1e-3, deep-equilibrium planners included): its weights define the same planner
   however the host computes (a thread-dependent filter basis once made two symmetric models plan at 50%
   accuracy on two threads).
 - ``data_fingerprint``: the test data's fingerprint is the one the metadata names.
@@ -27,7 +28,8 @@ Per model, in order (a check that cannot run because an earlier one failed is sk
   agrees with the batched inference on the data set's own input for that maze.
 
 ``data=PATH`` scores on another data set's test split; the fingerprint and recorded-score checks are then
-skipped, saying so. The library returns result objects; the CLI renders them.
+skipped, saying so. Such a run (and a ``limit``) is not release QA: ``results.write_results`` stores it
+outside the release. The library returns result objects; the CLI renders them.
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ from diffplan.release.checks import Verdict
 from diffplan.release.layout import DEFAULT_RELEASE_ROOT, ReleasePaths
 from diffplan.release.manifest import Manifest, ModelSpec
 from diffplan.release.metadata import now_iso
-from diffplan.release.results import CHECKS, FAIL, SKIP, CheckResult, ModelValidation, ValidationReport
+from diffplan.release.results import (
+    CHECKS,
+    DEFAULT_BATCH_SIZE,
+    FAIL,
+    SKIP,
+    CheckResult,
+    ModelValidation,
+    ValidationReport,
+)
 from diffplan.scoring import evaluate
 
 __all__ = ["CHECKS", "ModelValidation", "ValidationReport", "validate_model", "validate_models"]
@@ -145,9 +155,6 @@ def validate_model(
         if sample is not None:
             result.latency_ms = checks.latency_ms(model, split, spec.task)
             result.peak_memory_mb = checks.peak_memory_mb(model, split, spec.task)
-            last = result.checks[-1]
-            timing = f"{result.latency_ms:.2f} ms per maze, peak {result.peak_memory_mb:.2f} MB"
-            last.message = f"{last.message[:-1]}; {timing}."
     missing_sample = no_model if model is None else no_sample
 
     def scores() -> dict[str, float]:
@@ -232,7 +239,7 @@ def validate_models(
     release_root: str | Path = DEFAULT_RELEASE_ROOT,
     data: str | Path | None = None,
     limit: int | None = None,
-    batch_size: int = 250,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = 1,
     jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
@@ -243,6 +250,8 @@ def validate_models(
         release_root: the folder holding ``grid/``, ``graph/``, ``continuous/``.
         data: score on this data set's test split instead of each model's own.
         limit: score only the first ``limit`` test maps.
+        batch_size: maps per scoring batch. ``data``, ``limit`` and a batch size other than the default
+            make the report something else than release QA (``ValidationReport.release_qa``).
         threads: torch CPU threads per model for inference and latency (``None``: torch's setting);
             restored after.
         jobs: validate this many models at once, each in a process of its own (see
@@ -294,6 +303,7 @@ def validate_models(
         now_iso(),
         used_threads,
         max(jobs, 1),
+        batch_size,
     )
 
 

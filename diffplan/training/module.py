@@ -28,6 +28,17 @@ OPTIMIZERS = {
 }
 
 
+def _maps(batch: dict[str, torch.Tensor]) -> float:
+    """The batch's map count, as the float ``batch_size`` of ``self.log``.
+
+    A float on purpose: Lightning keeps the per-process count of an epoch mean in a tensor, and under DDP
+    averages it over the processes in that tensor's dtype; an integer count truncates (7 validation maps
+    over 2 processes, 4 + 3, became 3 per process, and the epoch accuracy sum / 6 instead of / 7). A float
+    count keeps the epoch value the mean over every map of the split.
+    """
+    return float(batch["maze"].shape[0])
+
+
 class PlannerModule(pl.LightningModule):
     """Trains one planner with the optimal-set loss and logs the shared metrics per epoch.
 
@@ -76,20 +87,25 @@ class PlannerModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         output = self(batch)
         loss = self._loss(output, batch)
-        size = batch["maze"].shape[0]
-        self.log(f"train/{LOSS}", loss, on_step=False, on_epoch=True, batch_size=size)
+        size = _maps(batch)
+        # sync_dist: epoch values are reduced over DDP processes (a no-op on one process).
+        self.log(f"train/{LOSS}", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         for key, value in output.stats.items():
-            self.log(f"train/{key}", float(value), on_step=False, on_epoch=True, batch_size=size)
+            self.log(
+                f"train/{key}", float(value), on_step=False, on_epoch=True, batch_size=size, sync_dist=True
+            )
         return loss
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         output = self(batch)
-        size = batch["maze"].shape[0]
-        self.log(f"{stage}/{LOSS}", self._loss(output, batch), on_epoch=True, batch_size=size)
+        size = _maps(batch)
+        self.log(f"{stage}/{LOSS}", self._loss(output, batch), on_epoch=True, batch_size=size, sync_dist=True)
         metrics = batch_metrics(output, batch, self.task, self.hparams.cont_action, self.hparams.has_obstacle)
         for key, per_map in metrics.items():
-            # Weighted by batch size, the epoch value is the mean over maps of the per-map means.
-            self.log(f"{stage}/{key}", per_map.mean(), on_epoch=True, batch_size=size)
+            # Weighted by batch size, the epoch value is the mean over maps of the per-map means; under
+            # DDP, sync_dist averages both the weighted sums and the map counts over the processes (each
+            # map is scored by exactly one process), so it is the mean over every map of the split.
+            self.log(f"{stage}/{key}", per_map.mean(), on_epoch=True, batch_size=size, sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -1,39 +1,59 @@
-"""Trains one manifest entry end to end and writes its release files.
+"""Trains one manifest entry end to end and writes its release files, on one process or several (DDP).
 
-Run folder (resumable, outside the release): ``runs/<name>/`` holds Lightning checkpoints
-(``best.ckpt``, ``last.ckpt``), CSV logs and a lock file. Release files (DESIGN section 7):
-``pretrained_models/<folder>/<name>.ckpt``, ``<name>_info.json``, ``configs/<name>_config.yaml``.
+Run folder (resumable, outside the release; :mod:`diffplan.training.run_folder`): ``runs/<name>/`` holds
+Lightning checkpoints (``best.ckpt``, ``last.ckpt``), CSV logs and a lock file. Release files
+(DESIGN section 7; :mod:`diffplan.training.release_files`): ``pretrained_models/<folder>/<name>.ckpt``,
+``<name>_info.json``, ``configs/<name>_config.yaml``, written together by the process of rank 0 after
+scoring the best checkpoint on one process. Processes: :mod:`diffplan.training.distributed`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import yaml
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 
-from diffplan._atomic import atomic_path, atomic_write_text
-from diffplan.envs import file_fingerprint, load_split
-from diffplan.errors import DataFileError, TrainingError
-from diffplan.release.checkpoint import checkpoint_file_stats, save_release_checkpoint
-from diffplan.release.layout import DEFAULT_RELEASE_ROOT, ReleasePaths
-from diffplan.release.manifest import Manifest, ModelSpec, recipe_differences
-from diffplan.release.metadata import RunRecord, build_info, write_info
-from diffplan.scoring import LOSS, MONITOR, evaluate
+from diffplan.errors import BadInputError, DataFileError, TrainingError
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT
+from diffplan.release.manifest import Manifest, ModelSpec
+from diffplan.scoring import LOSS, MONITOR
 from diffplan.training.callbacks import EpochReport, EpochReportCallback, NanGuard, WallClock
 from diffplan.training.datamodule import PlannerDataModule
+from diffplan.training.distributed import (
+    Agreement,
+    Launch,
+    ddp_strategy,
+    launching,
+    plan_launch,
+    relayed,
+    start_method,
+)
+from diffplan.training.locks import training_locks
 from diffplan.training.module import PlannerModule
+from diffplan.training.release_files import is_up_to_date, publish
+from diffplan.training.run_folder import (
+    HistoryCSVLogger,
+    SafeCheckpointIO,
+    load_run_checkpoint,
+    prepare,
+    read_facts,
+)
+
+MAX_THREADS_PER_CORE = 4
+
+
+def max_threads() -> int:
+    """The largest ``--threads`` accepted: 4 per CPU core (more only adds contention)."""
+    return (os.cpu_count() or 1) * MAX_THREADS_PER_CORE
 
 
 class TrainingInterrupted(TrainingError):
@@ -54,16 +74,19 @@ class TrainOptions:
     strategy: str = "auto"
     resume: bool = False
     force: bool = False
+    release_failing: bool = False  # put a model that misses its target into the release anyway
     wandb: bool = False
-    limit_maps: int | None = None  # cap every split (smoke tests)
-    max_epochs: int | None = None  # override the entry's epochs (smoke tests)
+    limit_maps: int | None = None  # cap every split (smoke tests); recorded as an override
+    max_epochs: int | None = None  # override the entry's epochs (smoke tests); recorded as an override
     trust_pickle: bool = False
     threads: int | None = None  # torch CPU threads; 1 avoids OpenMP spin-waits on a busy 2-core machine
+    ddp_timeout_minutes: float = 30.0  # how long a DDP process waits for the others before giving up
 
 
 @dataclass
 class TrainResult:
-    """The outcome of one entry: ``status`` is trained, skipped or failed."""
+    """The outcome of one entry: ``status`` is trained, skipped, below target, failed, or ``rank`` (a DDP
+    process other than rank 0, which writes nothing and reports nothing)."""
 
     name: str
     status: str
@@ -74,56 +97,71 @@ class TrainResult:
     seconds: float = 0.0
     message: str = ""
     passed_target: bool = False  # the entry's own target metric, as its metadata records it
+    world_size: int = 1
+    written_to: str | None = None  # the release root the files went to (run folder's candidate/ if below)
 
     @property
     def passed(self) -> bool:
         return self.status == "trained" and self.passed_target
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
 
-def is_up_to_date(spec: ModelSpec, release_root: Path) -> bool:
-    """True when the release files exist and were trained from this entry's recipe (notes and target
-    may have been edited since)."""
-    paths = ReleasePaths.of(spec, release_root)
-    if not paths.exist():
-        return False
+
+def run_overrides(spec: ModelSpec, options: TrainOptions) -> dict[str, Any]:
+    """The run options that change what is trained from the entry (recorded in the release files)."""
+    found: dict[str, Any] = {}
+    if options.max_epochs is not None and options.max_epochs != spec.epochs:
+        found["max_epochs"] = options.max_epochs
+    if options.limit_maps is not None:
+        found["limit_maps"] = options.limit_maps
+    return found
+
+
+def check_options(options: TrainOptions) -> None:
+    """Refuse options that cannot work, before anything starts (``BadInputError``)."""
+    if options.threads is not None and not 1 <= options.threads <= max_threads():
+        raise BadInputError(
+            f"--threads {options.threads} is out of range: this machine has {os.cpu_count()} CPU cores, "
+            f"so use 1 to {max_threads()}."
+        )
+    start_method(options.strategy)  # names the supported strategies
+    if options.ddp_timeout_minutes <= 0:
+        raise BadInputError(f"the DDP timeout must be positive, got {options.ddp_timeout_minutes} minutes.")
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and write a file there, or raise ``BadInputError`` (before training)."""
     try:
-        saved = yaml.safe_load(paths.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return False
-    return not recipe_differences(saved, spec.resolved())
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise BadInputError(
+            f"{option} {folder} is not a writable folder ({err.strerror or err}); choose another one."
+        ) from err
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: Path, name: str) -> Iterator[None]:
-    """Refuse a second training of the same model at once (an OS lock, released when the process dies)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "w")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise TrainingError(
-                f"{name} is already being trained by another process (lock {run_dir / '.lock'}); "
-                f"wait for it to finish."
-            ) from err
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+def _check_world(spec: ModelSpec, manifest: Manifest, options: TrainOptions, launch: Launch) -> None:
+    """Refuse a DDP run whose global batch or score splits do not divide over its processes."""
+    world = launch.world_size
+    if world <= 1:
+        return
+    if spec.batch_size % world:
+        raise BadInputError(
+            f"{spec.name}: batch_size {spec.batch_size} is the global batch and must split evenly over "
+            f"the {world} processes; use a number of devices that divides it."
+        )
+    dataset = manifest.dataset_for(spec)
+    for split, size in (("valid", dataset.valid_size), ("test", dataset.test_size)):
+        maps = size if options.limit_maps is None else min(size, options.limit_maps)
+        if maps < world:
+            raise BadInputError(f"{spec.name}: {maps} {split} maps cannot be shared by {world} processes.")
 
 
-class _AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary file, then renamed: a kill never leaves half a file."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-
-
-def _loggers(spec: ModelSpec, run_dir: Path, use_wandb: bool) -> list:
-    loggers: list = [CSVLogger(save_dir=str(run_dir), name="logs", version="")]
-    if use_wandb:
+def _loggers(spec: ModelSpec, run_dir: Path, options: TrainOptions, keep_until_epoch: int | None) -> list:
+    loggers: list = [HistoryCSVLogger(run_dir, keep_until_epoch)]
+    if options.wandb:
         from pytorch_lightning.loggers import WandbLogger
 
         online = os.environ.get("WANDB_MODE", "offline") == "online"
@@ -133,7 +171,7 @@ def _loggers(spec: ModelSpec, run_dir: Path, use_wandb: bool) -> list:
                 name=spec.name,
                 save_dir=str(run_dir),
                 offline=not online,
-                config=spec.resolved(),
+                config={**spec.resolved(), "overrides": run_overrides(spec, options)},
             )
         )
     return loggers
@@ -153,25 +191,26 @@ def _module_for(spec: ModelSpec, dataset_has_obstacle: bool) -> PlannerModule:
     )
 
 
-def _prepare_run_dir(spec: ModelSpec, run_dir: Path, options: TrainOptions) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh run (clearing a stale one when forced)."""
-    last = run_dir / "last.ckpt"
-    if options.resume:
-        if not last.is_file():
-            raise TrainingError(
-                f"nothing to resume for {spec.name}: {last} does not exist; run without --resume."
-            )
-        return last
-    if last.is_file() or (run_dir / "best.ckpt").is_file():
-        if not options.force:
-            raise TrainingError(
-                f"{spec.name} has an unfinished or earlier run in {run_dir}; pass --resume to "
-                f"continue it or --force to start again."
-            )
-        for stale in ("last.ckpt", "best.ckpt", "logs"):
-            target = run_dir / stale
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    return None
+def _decide(spec: ModelSpec, manifest: Manifest, options: TrainOptions, locks: contextlib.ExitStack) -> dict:
+    """Rank 0's decision for this entry: skip it, or train it (taking its locks, preparing its run)."""
+    if not options.force and not options.resume and is_up_to_date(spec, options.release_root):
+        return {"action": "skip", "name": spec.name}
+    if not Path(spec.data).is_file():
+        raise DataFileError(
+            f"data set {spec.data} for {spec.name} does not exist; make it with "
+            f"`diffplan data generate --manifest {manifest.path}`."
+        )
+    check_writable(Path(options.release_root), "--release-root")
+    check_writable(Path(options.run_root), "--run-root")
+    run_dir = Path(options.run_root) / spec.name
+    locks.enter_context(training_locks(Path(options.release_root) / spec.folder, run_dir, spec.name))
+    settings = {"batch_size": spec.batch_size, "limit": options.limit_maps, "seed": spec.seed}
+    resume_from = prepare(run_dir, spec.name, resume=options.resume, force=options.force, settings=settings)
+    return {
+        "action": "train",
+        "name": spec.name,
+        "resume_from": None if resume_from is None else str(resume_from),
+    }
 
 
 def train_model(
@@ -180,146 +219,151 @@ def train_model(
     options: TrainOptions | None = None,
     report: Callable[[EpochReport], None] | None = None,
 ) -> TrainResult:
-    """Train one entry and write its release files; skips an up-to-date model unless forced."""
+    """Train one entry and write its release files; skips an up-to-date model unless forced.
+
+    Under DDP every process calls this with the same arguments (Lightning or torchrun starts them); the
+    process of rank 0 decides, locks, writes and returns the result, the others return status ``rank``.
+    """
     options = options or TrainOptions()
+    check_options(options)
     target = spec.target.minimum
-    if not options.force and not options.resume and is_up_to_date(spec, options.release_root):
-        return TrainResult(spec.name, "skipped", target, message="release files match the entry")
-    dataset = manifest.dataset_for(spec)
-    if not Path(spec.data).is_file():
-        raise DataFileError(
-            f"data set {spec.data} for {spec.name} does not exist; make it with "
-            f"`diffplan data generate --manifest {manifest.path}`."
-        )
-    run_dir = Path(options.run_root) / spec.name
-    with run_lock(run_dir, spec.name):
-        resume_from = _prepare_run_dir(spec, run_dir, options)
-        if options.threads:
-            torch.set_num_threads(options.threads)
-        pl.seed_everything(spec.seed, workers=True, verbose=False)
-        data = PlannerDataModule(
-            spec.data,
-            batch_size=spec.batch_size,
-            seed=spec.seed,
-            limit=options.limit_maps,
-            trust_pickle=options.trust_pickle,
-        )
-        module = _module_for(spec, dataset.has_obstacle)
-        best = ModelCheckpoint(
-            dirpath=run_dir,
-            filename="best",
-            monitor=MONITOR,
-            mode="max",
-            save_last=True,
-            save_top_k=1,
-            enable_version_counter=False,
-        )
-        wall_clock = WallClock()
-        callbacks: list = [best, NanGuard(), wall_clock]
-        if report is not None:
-            callbacks.append(EpochReportCallback(spec.name, report))
-        if spec.early_stopping_patience:
-            callbacks.append(
-                EarlyStopping(monitor=MONITOR, mode="max", patience=spec.early_stopping_patience)
-            )
-        trainer = pl.Trainer(
-            max_epochs=options.max_epochs or spec.epochs,
-            max_time={"minutes": spec.max_minutes} if spec.max_minutes else None,
-            accelerator=options.accelerator,
-            devices=options.devices,
-            num_nodes=options.num_nodes,
-            strategy=options.strategy,
-            gradient_clip_val=spec.gradient_clip,
-            callbacks=callbacks,
-            logger=_loggers(spec, run_dir, options.wandb),
-            plugins=[_AtomicCheckpointIO()],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            deterministic=False,
-            default_root_dir=str(run_dir),
-        )
+    launch = plan_launch(options.accelerator, options.devices, options.num_nodes, options.strategy)
+    _check_world(spec, manifest, options, launch)
+    if launch.kind == "child":  # started by rank 0's fit: train its model, or nothing
+        if launch.decision.get("name") != spec.name:
+            return TrainResult(spec.name, "rank", target, message="another model of this DDP run")
+        _fit(spec, manifest, options, launch, launch.decision, None)
+        return TrainResult(spec.name, "rank", target, world_size=launch.world_size)
+    agreement = Agreement(launch, options.ddp_timeout_minutes)
+    if not launch.primary:
+        decision = agreement.share(None)
+        if decision.get("action") == "train":
+            _fit(spec, manifest, options, launch, decision, None)
+        return TrainResult(spec.name, "rank", target, world_size=launch.world_size)
+    with contextlib.ExitStack() as locks:
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+            decision = _decide(spec, manifest, options, locks)
+        except BaseException:  # the other ranks must not wait for a decision that never comes
+            agreement.share({"action": "fail", "name": spec.name})
+            raise
+        agreement.share(decision)
+        if decision["action"] == "skip":
+            return TrainResult(spec.name, "skipped", target, message="release files match the entry")
+        with relayed(report, launch) as relay:
+            trainer, data = _fit(spec, manifest, options, launch, decision, relay)
+        run_dir = Path(options.run_root) / spec.name
+        facts = read_facts(run_dir)
+        final_loss = trainer.callback_metrics.get(f"train/{LOSS}")
+        status, written_to, info, scores = publish(
+            spec,
+            manifest,
+            run_dir=run_dir,
+            release_root=Path(options.release_root),
+            release_failing=options.release_failing,
+            facts=facts,
+            final_loss=None if final_loss is None else float(final_loss),
+            overrides=run_overrides(spec, options),
+            limit_maps=options.limit_maps,
+            trust_pickle=options.trust_pickle,
+            loaded=data.splits,
+        )
+    message = ""
+    if status == "below target":
+        message = (
+            f"test {spec.target.metric} is not above the target {target}; the model was written to "
+            f"{written_to}, not the release (pass --release-failing to release it anyway)."
+        )
+    return TrainResult(
+        spec.name,
+        status,
+        target,
+        test=scores["test"],
+        epochs_run=facts.epochs_run,
+        best_epoch=facts.best_epoch,
+        seconds=facts.seconds,
+        message=message,
+        passed_target=info["target"]["passed"],
+        world_size=facts.world_size,
+        written_to=str(written_to),
+    )
+
+
+def _fit(
+    spec: ModelSpec,
+    manifest: Manifest,
+    options: TrainOptions,
+    launch: Launch,
+    decision: dict[str, Any],
+    report: Callable[[EpochReport], None] | None,
+) -> tuple[pl.Trainer, PlannerDataModule]:
+    """Build the data, the module and the trainer, and fit (every process of a run does this alike)."""
+    run_dir = Path(options.run_root) / spec.name
+    resume_from = decision.get("resume_from")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    data = PlannerDataModule(
+        spec.data,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        limit=options.limit_maps,
+        trust_pickle=options.trust_pickle,
+    )
+    module = _module_for(spec, manifest.dataset_for(spec).has_obstacle)
+    best = ModelCheckpoint(
+        dirpath=run_dir,
+        filename="best",
+        monitor=MONITOR,
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    # Every epoch (Lightning 2.6's save_last writes last.ckpt only when best.ckpt changes); after `best`,
+    # so last.ckpt holds the best checkpoint's updated state.
+    last = ModelCheckpoint(
+        dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
+    callbacks: list = [best, last, NanGuard(), WallClock()]
+    if report is not None:
+        callbacks.append(EpochReportCallback(spec.name, report))
+    if spec.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=spec.early_stopping_patience))
+    loggers: list | bool = False
+    if launch.primary:
+        keep = int(load_run_checkpoint(Path(resume_from))["epoch"]) if resume_from else None
+        loggers = _loggers(spec, run_dir, options, keep)
+    trainer = pl.Trainer(
+        max_epochs=options.max_epochs or spec.epochs,
+        max_time={"minutes": spec.max_minutes} if spec.max_minutes else None,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        strategy=ddp_strategy(launch, options.ddp_timeout_minutes),
+        use_distributed_sampler=False,  # the data module shards: no padded DistributedSampler
+        gradient_clip_val=spec.gradient_clip,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[SafeCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        default_root_dir=str(run_dir) if launch.primary else None,
+    )
+    with launching(launch, decision, options.threads):
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
         except SystemExit as stop:  # Lightning turns Ctrl-C into SystemExit after saving state
             raise TrainingInterrupted(
                 f"training of {spec.name} was interrupted; run the same command with "
                 f"--resume to continue from its last finished epoch."
             ) from stop
-        if trainer.interrupted:
-            raise TrainingInterrupted(
-                f"training of {spec.name} was interrupted; run the same command with --resume."
-            )
-        if not best.best_model_path:
-            raise TrainingError(f"{spec.name} finished no epoch, so there is no checkpoint to release.")
-        return _write_release(spec, manifest, options, data, best, wall_clock.seconds, trainer)
-
-
-def _epoch_of(path: str) -> int:
-    # Our own run file (not a release artefact): Lightning checkpoints hold more than tensors.
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
-
-
-def _write_release(
-    spec: ModelSpec,
-    manifest: Manifest,
-    options: TrainOptions,
-    data: PlannerDataModule,
-    best: ModelCheckpoint,
-    seconds: float,
-    trainer: pl.Trainer,
-) -> TrainResult:
-    dataset = manifest.dataset_for(spec)
-    module = PlannerModule.load_from_checkpoint(best.best_model_path, map_location="cpu")
-    model = module.model.eval()
-    scores = {}
-    for split in ("valid", "test"):
-        loaded = data.splits.get(split) or load_split(spec.data, split, trust_pickle=options.trust_pickle)
-        scores[split] = evaluate(
-            model,
-            loaded,
-            cont_action=spec.cont_action,
-            has_obstacle=dataset.has_obstacle,
-            limit=options.limit_maps,
+    for child in getattr(trainer.strategy.launcher, "procs", None) or []:  # ranks `ddp` started
+        if isinstance(child, subprocess.Popen):  # (`ddp_spawn` has joined its processes already)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=60)  # they exit once their fit is done: none outlives the command
+    if trainer.interrupted:
+        raise TrainingInterrupted(
+            f"training of {spec.name} was interrupted; run the same command with --resume."
         )
-    paths = ReleasePaths.of(spec, options.release_root)
-    paths.config.parent.mkdir(parents=True, exist_ok=True)
-    save_release_checkpoint(
-        paths.checkpoint,
-        model,
-        name=spec.name,
-        algorithm=spec.algorithm,
-        model_config=spec.model_args(),
-        extra={
-            "kind": module.task.value,
-            "cont_action": spec.cont_action,
-            "has_obstacle": dataset.has_obstacle,
-        },
-    )
-    final_loss = trainer.callback_metrics.get(f"train/{LOSS}")
-    record = RunRecord(
-        seconds=seconds,
-        epochs_run=trainer.current_epoch,  # counts finished epochs
-        best_epoch=_epoch_of(best.best_model_path),
-        max_epochs=trainer.max_epochs,
-        best_validation_accuracy=float(best.best_model_score),
-        final_loss=None if final_loss is None else float(final_loss),
-        train_size=len(data.splits["train"]),
-        valid_size=len(data.splits["valid"]),
-        limit_maps=options.limit_maps,
-        parameters=sum(p.numel() for p in model.parameters()),
-        checkpoint_stats=checkpoint_file_stats(paths.checkpoint),
-    )
-    info = build_info(spec, dataset, scores, record, file_fingerprint(spec.data))
-    write_info(paths.info, info)
-    atomic_write_text(paths.config, yaml.safe_dump(spec.resolved(), sort_keys=False))
-    return TrainResult(
-        spec.name,
-        "trained",
-        spec.target.minimum,
-        test=scores["test"],
-        epochs_run=record.epochs_run,
-        best_epoch=record.best_epoch,
-        seconds=seconds,
-        passed_target=info["target"]["passed"],
-    )
+    return trainer, data

@@ -80,19 +80,29 @@ def test_package_writes_readme_guide_checksums_and_both_archives(packaged):
         assert verified.ok and verified.files_checked == len(sums)
 
 
-def test_packaging_twice_gives_byte_identical_archives(packaged):
+def test_packaging_twice_with_a_validation_between_gives_byte_identical_archives(packaged):
+    """The validation between measures new timings; the archives hold none of them (they once held the
+    latency and date of the last validation, so every rebuild differed)."""
     dist = packaged.root / "dist"
     first = {p.name: p.read_bytes() for p in dist.iterdir()}
+    validated = cli("validate", "--all", "--manifest", packaged.manifest)
+    assert validated.exit_code == 0, validated.output
+    timings = packaged.release_root / "evaluation_results" / "timings.json"
+    assert json.loads(timings.read_text())["models"]["VIN_tiny"]["latency_ms"] > 0
     again = package(packaged)
     assert again.exit_code == 0, again.output
     assert {p.name: p.read_bytes() for p in dist.iterdir()} == first
+    with tarfile.open(dist / f"{STEM}.tar.gz") as tar:
+        names = tar.getnames()
+        stored = json.load(tar.extractfile(f"{TOP}/evaluation_results/VIN_tiny.json"))
+    assert f"{TOP}/evaluation_results/timings.json" not in names
+    assert not {"latency_ms", "peak_memory_mb", "seconds", "created_date"} & set(stored)
 
 
 def test_the_archive_holds_this_validation_not_a_stale_partial_run(release):
     partial = cli("validate", "VIN_tiny", "--limit", "4", "--manifest", release.manifest)
     assert partial.exit_code == 0, partial.output
-    stored = release.release_root / "evaluation_results" / "VIN_tiny.json"
-    assert json.loads(stored.read_text())["scores"]["maps"] == 4
+    assert not (release.release_root / "evaluation_results").exists()  # a partial run stays outside
     result = package(release)
     assert result.exit_code == 0, result.output
     with tarfile.open(release.root / "dist" / f"{STEM}.tar.gz") as tar:

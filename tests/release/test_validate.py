@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,8 +58,10 @@ def test_a_good_release_passes_every_check_and_stores_its_results(release):
     assert checks_of(report, "VIN_tiny")["equivariance"]["status"] == "skip"
     results = release.release_root / "evaluation_results"
     assert {p.name for p in results.iterdir()} == {f"{m['name']}.json" for m in report["models"]} | {
-        "summary.json"
+        "summary.json",
+        "timings.json",
     }
+    assert report["results_in_release"] and Path(report["results_folder"]).resolve() == results.resolve()
     summary = json.loads((results / "summary.json").read_text())
     assert summary["passed"] and set(summary["models"]) == {m["name"] for m in report["models"]}
     assert "all checks passed" in output
@@ -117,8 +120,8 @@ def test_validate_runs_one_job_per_core_unless_told(release, monkeypatch):
 def test_a_model_that_plans_differently_on_two_threads_fails_the_thread_check(release, monkeypatch):
     import diffplan.release.checks as validation
 
-    def load_thread_dependent(path):
-        model = load_model(path)
+    def load_thread_dependent(path, **options):
+        model = load_model(path, **options)
         if torch.get_num_threads() == 2:  # as a thread-dependent filter basis did
             with torch.no_grad():
                 for parameter in model.parameters():

@@ -65,8 +65,15 @@ def tiny_manifest(tmp_path: Path, data: dict[str, Path], models: list[dict]) -> 
         "models": models,
     }
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    path.write_text(yaml.dump(manifest, Dumper=_NoAliases, sort_keys=False))
     return path
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes a value shared by two entries out twice: manifests refuse YAML anchors and aliases."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def grid_entry(name: str, algorithm: str, data: dict[str, Path], **extra) -> dict:

@@ -1,5 +1,6 @@
 """`diffplan train` end to end on a tiny manifest: release files, reload, resume, NaN, locks, bad input."""
 
+import csv
 import fcntl
 import json
 import signal
@@ -125,6 +126,10 @@ def test_an_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path, tiny_
     assert result.epochs_run == 3
     # The best so far includes epoch 1, trained before the interruption.
     assert all(r.best_val_accuracy >= first_run[0].val_accuracy for r in reports)
+    # metrics.csv keeps the history before the resume, without the rows of the lost epoch.
+    with open(tmp_path / "runs" / "VIN_tiny" / "logs" / "metrics.csv") as handle:
+        validated = [row["epoch"] for row in csv.DictReader(handle) if row.get("val/accuracy")]
+    assert validated == ["0", "1", "2"]
 
 
 def test_the_best_accuracy_reported_after_a_resume_counts_the_epochs_before_it():
@@ -135,6 +140,7 @@ def test_the_best_accuracy_reported_after_a_resume_counts_the_epochs_before_it()
         checkpoint_callback = Checkpoint()
         callback_metrics = {"val/accuracy": torch.tensor(0.5)}
         current_epoch, max_epochs = 4, 10
+        is_global_zero = True
 
     reports = []
     callback = EpochReportCallback("VIN_tiny", reports.append)

@@ -25,6 +25,22 @@ and the grid planners' report):
   through a wall, however thin, and a move into a wall is never better than the worst free cell.
   Otherwise the network must learn wall rewards negative enough to outweigh the longest detour.
   The map is a non-expansive operation, so it keeps the contraction property above.
+* ``value_kernel="convex"`` (release v1.1) replaces the bound by ``gamma`` times a softmax over each
+  field's taps: the value part of every field is a discounted expectation of neighbour values, never
+  negative weights. Measured on the v1.0 VIN (49x49 mazes): its bounded kernels mix signs, so the goal's
+  signal above the no-goal value floor shrinks by about 0.88 per step (116 at 20 steps, 10 at 40, 0.5 at
+  60), while the floor varies by about 0.9 from cell to cell with the local wall pattern: past about 55
+  steps the policy follows the floor, not the goal. Float64 changes nothing.
+* ``state_reward`` (release v1.1) gives every field its cell's reward ``r`` instead of the field's own
+  f x f convolution of the reward map: ``q_i = r + conv(v, W_v_i)``, the Bellman backup of a reward that
+  depends on the state, not on the move. With a reward per field a trained VIN made the moves that lead
+  to the goal cost more than staying put (measured: about 5 per step against 0.46 for its cheapest
+  field), so beyond about 50 steps the no-goal floor ``max_i q_r_i / (1 - gamma)`` outranks the goal.
+  With one reward per cell the goal's path is above the floor by ``gamma^d (R_goal - r) / (1 - gamma)``
+  at every distance ``d``. Filters then need no ``q_r``.
+* ``encoder_kernel`` (default 3, as published) sets the encoder's receptive field; 1 makes the reward a
+  function of the cell alone (free, wall, goal), so every free non-goal cell has the same reward and the
+  value floor cannot vary with the local wall pattern.
 """
 
 from __future__ import annotations
@@ -36,8 +52,16 @@ from torch import nn
 from diffplan.errors import BadInputError
 from diffplan.models._output import PlanOutput
 from diffplan.models.deq import check_solver, fixed_point
-from diffplan.models.grid._vi_step import VIStep, kernel_matrix, neighbourhoods, normalise_value_kernel
+from diffplan.models.grid._vi_step import (
+    VIStep,
+    convex_value_kernel,
+    kernel_matrix,
+    neighbourhoods,
+    normalise_value_kernel,
+)
 from diffplan.task import Task
+
+VALUE_KERNELS = ("free", "convex")  # "free": the published kernel (bounded by value_norm); see module doc
 
 
 def check_int(name: str, value: int, *, minimum: int = 1, odd: bool = False) -> int:
@@ -46,6 +70,30 @@ def check_int(name: str, value: int, *, minimum: int = 1, odd: bool = False) -> 
         kind = "an odd integer" if odd else "an integer"
         raise BadInputError(f"{name} must be {kind} >= {minimum}, got {value!r}.")
     return value
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else BadInputError naming ``name`` and the choices."""
+    if value not in choices:
+        raise BadInputError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    return value
+
+
+def check_k_range(k_train: list[int] | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``k_train`` as (low, high) with 1 <= low <= high, None kept; else BadInputError."""
+    if k_train is None:
+        return None
+    if not isinstance(k_train, (list, tuple)) or len(k_train) != 2:
+        raise BadInputError(f"k_train must be None or [low, high], got {k_train!r}.")
+    low = check_int("k_train[0]", k_train[0])
+    high = check_int("k_train[1]", k_train[1], minimum=low)
+    return low, high
+
+
+def draw_k(k_range: tuple[int, int]) -> int:
+    """A number of VI steps drawn uniformly from ``k_range`` (inclusive) with torch's global generator."""
+    low, high = k_range
+    return int(torch.randint(low, high + 1, ()))
 
 
 def check_gamma(gamma: float, *, strict: bool) -> float:
@@ -71,8 +119,21 @@ class GridPlanner(nn.Module):
     group_size: int = 1
     config: dict
 
-    def __init__(self, *, l_h: int, l_q: int, f: int, value_norm: bool, gamma: float, wall_mask: bool):
+    def __init__(
+        self,
+        *,
+        l_h: int,
+        l_q: int,
+        f: int,
+        value_norm: bool,
+        gamma: float,
+        wall_mask: bool,
+        value_kernel: str = "free",
+        state_reward: bool = False,
+    ):
         super().__init__()
+        self.value_kernel = check_choice("value_kernel", value_kernel, VALUE_KERNELS)
+        self.state_reward = bool(state_reward)
         self.l_h = check_int("l_h", l_h)
         self.l_q = check_int("l_q", l_q)
         self.f = check_int("f", f, odd=True)
@@ -107,10 +168,16 @@ class GridPlanner(nn.Module):
         filters = self._filters()
         r = self._reward(torch.cat([maze, goal], dim=1), filters)  # pixel-major (B, H, W, G) from here on
         w_v = filters["q_v"]
-        if self.value_norm:
+        if self.value_kernel == "convex":
+            w_v = convex_value_kernel(w_v, self.gamma)
+        elif self.value_norm:
             w_v = normalise_value_kernel(w_v, self.gamma, self.group_size)
         free = (maze > 0.5).permute(0, 2, 3, 1) if self.wall_mask else None
-        step = VIStep(neighbourhoods(r, self.f) @ kernel_matrix(filters["q_r"]), w_v, free)
+        if self.state_reward:  # every field gets its cell's reward: columns in (field, group channel) order
+            q_r = r.reshape(b * height * width, self.group_size).repeat(1, self.l_q)
+        else:
+            q_r = neighbourhoods(r, self.f) @ kernel_matrix(filters["q_r"])
+        step = VIStep(q_r, w_v, free)
         stats: dict[str, float] = {}
         v = self._solve(step, maze.new_zeros(b, height, width, self.group_size), stats)
         logits = self._policy(step.q(v), filters)  # (B * H * W, 4)
@@ -127,10 +194,10 @@ class GridPlanner(nn.Module):
     def _reward(self, x: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
         """The reward map from [maze, goal]. Shapes: x (B, 2, H, W) -> (B, H, W, G)."""
         if not self.exact_encoder:
-            h = F.conv2d(x, filters["h"], filters["h_bias"], padding=1)
+            h = F.conv2d(x, filters["h"], filters["h_bias"], padding=filters["h"].shape[-1] // 2)
             return F.conv2d(h, filters["r"]).permute(0, 2, 3, 1)
         bias = None if filters["h_bias"] is None else filters["h_bias"].double()
-        h = F.conv2d(x.double(), filters["h"].double(), bias, padding=1)
+        h = F.conv2d(x.double(), filters["h"].double(), bias, padding=filters["h"].shape[-1] // 2)
         return F.conv2d(h, filters["r"].double()).to(x.dtype).permute(0, 2, 3, 1)
 
     def _check_inputs(self, maze: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,8 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
 
     Args:
         l_h, l_q, f, group, no_equiv_policy, complete_basis, wall_mask: as for SymVIN.
-        gamma, solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter: as for DE-VIN.
+        gamma, solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, value_kernel:
+            as for DE-VIN.
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W).
@@ -47,6 +48,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         backward_solver: str = "anderson",
         backward_tol: float = 1e-4,
         backward_max_iter: int = 50,
+        value_kernel: str = "free",
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
@@ -59,6 +61,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
             value_norm=True,
             gamma=check_gamma(gamma, strict=True),
             wall_mask=wall_mask,
+            value_kernel=value_kernel,
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = config

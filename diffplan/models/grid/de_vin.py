@@ -24,6 +24,8 @@ class DEVIN(EquilibriumSolve, VINLayers):
         tol, max_iter: forward stopping rule (relative residual, iterations).
         backward_solver: "anderson", "forward", or "none" (Jacobian-free one-step gradient).
         backward_tol, backward_max_iter: backward stopping rule.
+        value_kernel: "free" (l1 bound ``gamma``) or "convex" (``gamma`` times a softmax over the taps;
+            still a ``gamma``-contraction), as for VIN.
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W).
@@ -44,10 +46,17 @@ class DEVIN(EquilibriumSolve, VINLayers):
         backward_solver: str = "anderson",
         backward_tol: float = 1e-4,
         backward_max_iter: int = 50,
+        value_kernel: str = "free",
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
-            l_h=l_h, l_q=l_q, f=f, value_norm=True, gamma=check_gamma(gamma, strict=True), wall_mask=wall_mask
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            value_norm=True,
+            gamma=check_gamma(gamma, strict=True),
+            wall_mask=wall_mask,
+            value_kernel=value_kernel,
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = config

@@ -16,7 +16,7 @@ from diffplan.models._symmetry import (
     get_gspace,
     group_size,
 )
-from diffplan.models.grid._base import GridPlanner, VIStep, check_int, unrolled
+from diffplan.models.grid._base import GridPlanner, VIStep, check_int, check_k_range, draw_k, unrolled
 
 
 class SymVINLayers(GridPlanner):
@@ -55,8 +55,17 @@ class SymVINLayers(GridPlanner):
         value_norm: bool,
         gamma: float,
         wall_mask: bool,
+        value_kernel: str = "free",
     ):
-        super().__init__(l_h=l_h, l_q=l_q, f=f, value_norm=value_norm, gamma=gamma, wall_mask=wall_mask)
+        super().__init__(
+            l_h=l_h,
+            l_q=l_q,
+            f=f,
+            value_norm=value_norm,
+            gamma=gamma,
+            wall_mask=wall_mask,
+            value_kernel=value_kernel,
+        )
         gspace = get_gspace(group)
         self.group = group.lower()
         self.group_size = group_size(gspace)
@@ -114,6 +123,10 @@ class SymVIN(SymVINLayers):
             values then grow at most linearly with K, not geometrically as the published SymVIN's can.
         gamma: the bound (discount) used when ``value_norm``; 1.0 = undiscounted.
         wall_mask: walls take the worst free-cell value after each step.
+        value_kernel: "free" or "convex" (``gamma`` times a softmax over the taps of each expanded
+            output channel, which keeps the filter equivariant), as for VIN.
+        k_train: None or ``[low, high]``: a random number of steps per forward pass while training,
+            as for VIN.
 
     The defaults are the published computation (4900 parameters), except that the value kernel starts at
     zero, so the initial loss is ~1.4 instead of ~13.
@@ -136,6 +149,8 @@ class SymVIN(SymVINLayers):
         value_norm: bool = False,
         gamma: float = 1.0,
         wall_mask: bool = False,
+        value_kernel: str = "free",
+        k_train: list[int] | None = None,
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
@@ -148,9 +163,15 @@ class SymVIN(SymVINLayers):
             value_norm=value_norm,
             gamma=gamma,
             wall_mask=wall_mask,
+            value_kernel=value_kernel,
         )
         self.k = check_int("k", k)
+        self.k_train = check_k_range(k_train)
         self.config = config
 
     def _solve(self, step: VIStep, v0: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
+        if self.training and self.k_train is not None:
+            k = draw_k(self.k_train)
+            stats["k"] = float(k)
+            return unrolled(step, v0, k)
         return unrolled(step, v0, self.k)

@@ -29,7 +29,8 @@ def _metric(trainer: pl.Trainer, key: str) -> float | None:
 
 
 class EpochReportCallback(pl.Callback):
-    """Calls ``report(EpochReport)`` after each training epoch (its validation has run by then).
+    """Calls ``report(EpochReport)`` after each training epoch (its validation has run by then), in the
+    process of global rank 0 only (under DDP the metrics are already reduced over the processes).
 
     The best accuracy so far includes the epochs before a resume: it starts from the best score the
     trainer's checkpoint callback restored, not from nothing (a resumed run once reported "best 99.60%"
@@ -47,6 +48,8 @@ class EpochReportCallback(pl.Callback):
             self.best = float(restored)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         accuracy = _metric(trainer, MONITOR)
         if accuracy is not None:
             self.best = accuracy if self.best is None else max(self.best, accuracy)
