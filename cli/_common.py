@@ -90,6 +90,14 @@ def output_console(json_output: bool) -> Console:
     return err_console if json_output else console
 
 
+def parse_cell(text: str, option: str) -> tuple[int, int]:
+    """A ``ROW,COL`` cell given on the command line (``--goal``, ``--start``); BadInputError otherwise."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
+        raise BadInputError(f"{option} {text!r} must be ROW,COL (two whole numbers, counted from 0).")
+    return int(parts[0]), int(parts[1])
+
+
 # --- the --json / --json-out convention ---------------------------------------------------------------
 
 

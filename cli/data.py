@@ -34,6 +34,7 @@ from diffplan_cli._common import (
     console,
     emit_json,
     err_console,
+    parse_cell,
 )
 
 app = typer.Typer(
@@ -221,14 +222,7 @@ def _summary_table(rows: list[tuple]) -> Table:
 def _goal_cells(values: list[str] | None) -> list[tuple[int, int]] | None:
     if not values:
         return None
-    goals = []
-    for value in values:
-        try:
-            row, col = (int(part) for part in value.split(","))
-        except ValueError as err:
-            raise typer.BadParameter(f"{value!r} is not ROW,COL (two whole numbers, e.g. 3,7).") from err
-        goals.append((row, col))
-    return goals
+    return [parse_cell(value, "--goal") for value in values]
 
 
 @app.command(cls=Command)

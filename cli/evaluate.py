@@ -33,6 +33,7 @@ from diffplan_cli._common import (
     console,
     emit_json,
     output_console,
+    parse_cell,
     percent,
 )
 
@@ -145,7 +146,7 @@ def evaluate(
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = output if output is not None else DEFAULT_OUTPUT_ROOT / stamp
     check_output_folder(output, release_root)
-    goals = [_cell(text, "--goal") for text in goal] if goal else None
+    goals = [parse_cell(text, "--goal") for text in goal] if goal else None
     data_options = {
         "goals": goals,
         "scen": scen,
@@ -200,10 +201,3 @@ def evaluate(
                 highlight=False,
             )
             raise typer.Exit(1)
-
-
-def _cell(text: str, option: str) -> tuple[int, int]:
-    parts = text.replace(" ", "").split(",")
-    if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
-        raise BadInputError(f"{option} {text!r} must be ROW,COL (two whole numbers).")
-    return int(parts[0]), int(parts[1])

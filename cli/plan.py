@@ -15,7 +15,15 @@ from diffplan.planning import plan_map
 from diffplan.release.checkpoint import load_model
 from diffplan.release.plotting import draw_plan
 from diffplan.scoring.budget import budget_knob, parse_budget
-from diffplan_cli._common import JsonOpt, JsonOutOpt, check_json_out, console, emit_json, output_console
+from diffplan_cli._common import (
+    JsonOpt,
+    JsonOutOpt,
+    check_json_out,
+    console,
+    emit_json,
+    output_console,
+    parse_cell,
+)
 
 ARROWS = ("↑", "←", "↓", "→")  # N, W, S, E (DESIGN section 3)
 MAX_DRAWN_COLUMNS = 160  # wider maps are summarised; --plot draws any size
@@ -94,15 +102,6 @@ def _payload(model_name: str, map_path: Path, plan) -> dict:
     }
 
 
-def _cell(text: str | None, option: str) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.replace(" ", "").split(",")
-    if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
-        raise BadInputError(f"{option} {text!r} must be ROW,COL (two whole numbers, counted from 0).")
-    return int(parts[0]), int(parts[1])
-
-
 def plan(
     model: Annotated[str, typer.Argument(help="Release model name (e.g. VIN_maze15) or checkpoint path.")],
     map_path: Annotated[
@@ -143,8 +142,8 @@ def plan(
             f"--plot {plot}: not a writable file path; its folder must exist and it not be one."
         )
     read = read_map(map_path, threshold=threshold)
-    goal_cell = _cell(goal, "--goal") or read.goal
-    start_cell = _cell(start, "--start") or read.start
+    goal_cell = parse_cell(goal, "--goal") if goal is not None else read.goal
+    start_cell = parse_cell(start, "--start") if start is not None else read.start
     if goal_cell is None:
         raise BadInputError(f"{map_path} marks no goal (G); pass --goal ROW,COL.")
     planner = load_model(model)
