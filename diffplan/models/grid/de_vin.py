@@ -26,6 +26,7 @@ class DEVIN(EquilibriumSolve, VINLayers):
         backward_tol, backward_max_iter: backward stopping rule.
         value_kernel: "free" (l1 bound ``gamma``) or "convex" (``gamma`` times a softmax over the taps;
             still a ``gamma``-contraction), as for VIN.
+        state_reward, encoder_kernel: as for VIN (release v1.1).
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W).
@@ -47,6 +48,8 @@ class DEVIN(EquilibriumSolve, VINLayers):
         backward_tol: float = 1e-4,
         backward_max_iter: int = 50,
         value_kernel: str = "free",
+        state_reward: bool = False,
+        encoder_kernel: int = 3,
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
@@ -57,6 +60,8 @@ class DEVIN(EquilibriumSolve, VINLayers):
             gamma=check_gamma(gamma, strict=True),
             wall_mask=wall_mask,
             value_kernel=value_kernel,
+            state_reward=state_reward,
+            encoder_kernel=encoder_kernel,
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = config
