@@ -265,7 +265,10 @@ class CompleteRegularFilter(nn.Module):
 
     Args:
         group: group name. in_fields, out_fields: numbers of regular fields. kernel_size: odd size.
-        init: "zeros" or "he" (Gaussian, variance 2 / fan-in per filter entry).
+        init: "zeros", "he" (Gaussian, variance 2 / fan-in per filter entry) or "shift": output field i
+            is the orbit of one entry of value 1 (basis element ``i mod d`` of input field 0), a filter
+            that copies one input channel from one neighbour (or the centre) to each output channel; the
+            start of a convex value kernel (``value_kernel="convex"``), as ``shift_logits`` is for VIN.
 
     Shapes:
         forward() -> filter (out_fields * G, in_fields * G, k, k), None.
@@ -283,6 +286,11 @@ class CompleteRegularFilter(nn.Module):
             fan_in = in_fields * size * kernel_size**2
             entry_var = 2.0 / fan_in
             weights.normal_(0.0, math.sqrt(entry_var * size * size * kernel_size**2 / basis.shape[0]))
+        elif init == "shift":  # basis elements are 1 / sqrt(G) on their orbit: coefficient sqrt(G) -> 1
+            fields = torch.arange(out_fields)
+            weights[fields, 0, fields % basis.shape[0]] = math.sqrt(basis.shape[1])
+        elif init != "zeros":
+            raise BadInputError(f"init must be zeros, he or shift, got {init!r}.")
         self.weights = nn.Parameter(weights)
 
     def forward(self) -> tuple[torch.Tensor, None]:

@@ -25,6 +25,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         l_h, l_q, f, group, no_equiv_policy, complete_basis, wall_mask: as for SymVIN.
         gamma, solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, value_kernel:
             as for DE-VIN.
+        state_reward: as for SymVIN (release v1.1).
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W).
@@ -49,6 +50,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         backward_tol: float = 1e-4,
         backward_max_iter: int = 50,
         value_kernel: str = "free",
+        state_reward: bool = False,
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
@@ -62,6 +64,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
             gamma=check_gamma(gamma, strict=True),
             wall_mask=wall_mask,
             value_kernel=value_kernel,
+            state_reward=state_reward,
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = config

@@ -56,6 +56,7 @@ class SymVINLayers(GridPlanner):
         gamma: float,
         wall_mask: bool,
         value_kernel: str = "free",
+        state_reward: bool = False,
     ):
         super().__init__(
             l_h=l_h,
@@ -65,6 +66,7 @@ class SymVINLayers(GridPlanner):
             gamma=gamma,
             wall_mask=wall_mask,
             value_kernel=value_kernel,
+            state_reward=state_reward,
         )
         gspace = get_gspace(group)
         self.group = group.lower()
@@ -77,9 +79,12 @@ class SymVINLayers(GridPlanner):
         q_type = enn.FieldType(gspace, l_q * [regular])
         self.h = SteerableFilter(in_type, h_type, 3, bias=True)
         self.r = SteerableFilter(h_type, v_type, 1)
-        self.q_r = SteerableFilter(v_type, q_type, f)
+        # With state_reward every field takes the cell's reward: no reward kernel (and no state-dict key).
+        self.q_r = None if state_reward else SteerableFilter(v_type, q_type, f)
         if complete_basis:
-            self.q_v = CompleteRegularFilter(self.group, 1, l_q, f, init="zeros")
+            # A convex kernel starts as one-cell shifts (from zeros it is uniform and fades the goal).
+            init = "shift" if self.value_kernel == "convex" else "zeros"
+            self.q_v = CompleteRegularFilter(self.group, 1, l_q, f, init=init)
         else:
             self.q_v = SteerableFilter(v_type, q_type, f, init="zeros")
         if self.no_equiv_policy:
@@ -92,7 +97,8 @@ class SymVINLayers(GridPlanner):
 
     def _filters(self) -> dict[str, torch.Tensor]:
         h, h_bias = self.h()
-        return {"h": h, "h_bias": h_bias, "r": self.r()[0], "q_r": self.q_r()[0], "q_v": self.q_v()[0]}
+        q_r = None if self.q_r is None else self.q_r()[0]
+        return {"h": h, "h_bias": h_bias, "r": self.r()[0], "q_r": q_r, "q_v": self.q_v()[0]}
 
     def _policy(self, q: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.no_equiv_policy:
@@ -125,6 +131,8 @@ class SymVIN(SymVINLayers):
         wall_mask: walls take the worst free-cell value after each step.
         value_kernel: "free" or "convex" (``gamma`` times a softmax over the taps of each expanded
             output channel, which keeps the filter equivariant), as for VIN.
+        state_reward: every field gets the cell's reward (its regular field) instead of its own f x f
+            reward filter, as for VIN (release v1.1).
         k_train: None or ``[low, high]``: a random number of steps per forward pass while training,
             as for VIN.
 
@@ -150,6 +158,7 @@ class SymVIN(SymVINLayers):
         gamma: float = 1.0,
         wall_mask: bool = False,
         value_kernel: str = "free",
+        state_reward: bool = False,
         k_train: list[int] | None = None,
     ) -> None:
         config = constructor_config(locals())
@@ -164,6 +173,7 @@ class SymVIN(SymVINLayers):
             gamma=gamma,
             wall_mask=wall_mask,
             value_kernel=value_kernel,
+            state_reward=state_reward,
         )
         self.k = check_int("k", k)
         self.k_train = check_k_range(k_train)
