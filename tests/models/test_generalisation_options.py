@@ -157,13 +157,40 @@ def test_unknown_value_kernel_is_refused(name):
         create_model(name, **small(name, value_kernel="positive"))
 
 
-def test_state_reward_has_no_reward_kernel_and_trains():
-    model = create_model("VIN", **small("VIN", value_kernel="convex", gamma=0.99, state_reward=True))
-    assert model.q is None and "q.weight" not in model.state_dict()
+@pytest.mark.parametrize("name", GRID)
+def test_state_reward_has_no_reward_kernel_and_trains(name):
+    model = create_model(name, **small(name, value_kernel="convex", gamma=0.99, state_reward=True))
+    assert not [key for key in model.state_dict() if key.startswith(("q.", "q_r."))]
     maze, goal = maze_batch()
     model(maze, goal).logits.logsumexp(1).mean().backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", [n for n in GRID if get_model_entry(n).symmetric])
+def test_state_reward_keeps_equivariance(name):
+    extra = {"tol": 1e-7, "max_iter": 300} if get_model_entry(name).implicit else {}
+    config = small(name, value_kernel="convex", gamma=0.9, state_reward=True, complete_basis=True, **extra)
+    model = create_model(name, **config).eval()
+    maze, goal = maze_batch()
+    rot = lambda x: torch.rot90(x, 1, dims=(-2, -1))  # noqa: E731
+    with torch.no_grad():
+        out, out_rot = model(maze, goal).logits, model(rot(maze), rot(goal)).logits
+    expected = torch.empty_like(rot(out))
+    expected[:, torch.as_tensor(ROT90_ACTION_PERM)] = rot(out)
+    assert ((out_rot - expected).norm() / expected.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("name", [n for n in GRID if get_model_entry(n).symmetric])
+def test_convex_kernel_on_the_complete_basis_starts_as_one_cell_shifts(name):
+    """Each expanded value channel puts almost all its weight on one tap of one input channel, and the
+    taps differ between fields (from zeros the kernel would be uniform and fade the goal's signal)."""
+    model = create_model(name, **small(name, value_kernel="convex", gamma=0.9, complete_basis=True))
+    kernel = convex_value_kernel(model.q_v()[0].detach(), 1.0)  # (l_q * G, G, f, f), taps sum to 1
+    top = kernel.flatten(1).max(dim=1)
+    assert (top.values > 0.99).all()
+    group = model.group_size
+    assert len(set(top.indices[::group].tolist())) == model.l_q  # field i's channel 0: its own tap
 
 
 def test_one_cell_encoder_gives_every_free_cell_the_same_reward():
