@@ -6,6 +6,7 @@ index row * 5 + col, 4-neighbour edges both ways) and a 4-node graph of free cel
 
 from __future__ import annotations
 
+import importlib
 import io
 
 import numpy as np
@@ -324,3 +325,32 @@ def test_inference_in_edge_chunks_gives_the_training_path_outputs(monkeypatch, n
     assert tracked.logits.requires_grad
     torch.testing.assert_close(chunked.logits, tracked.logits.detach(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(chunked.values, tracked.values.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", GRAPH_MODELS)
+def test_k_train_draws_the_steps_of_each_training_pass_and_eval_runs_k(monkeypatch, name):
+    module = importlib.import_module(type(build(name)).__module__)
+    seen = []
+    real = module.value_iteration
+
+    def recording(step, reduce, v0, k):
+        seen.append(k)
+        return real(step, reduce, v0, k)
+
+    monkeypatch.setattr(module, "value_iteration", recording)
+    model = build(name, k_train=[2, 9])
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    torch.manual_seed(1)
+    for _ in range(12):
+        model(x, edge_index).logits.sum().backward()
+    assert all(2 <= k <= 9 for k in seen) and len(set(seen)) > 2
+    model.eval()
+    seen.clear()
+    with torch.no_grad():
+        model(x, edge_index)
+    assert seen == [4]
+
+
+def test_a_bad_k_train_is_refused_for_graph_planners():
+    with pytest.raises(BadInputError, match="k_train"):
+        build("GCN-VIN-v2", k_train=[9, 2])

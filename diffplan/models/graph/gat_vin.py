@@ -24,6 +24,7 @@ from torch_geometric.nn import GATConv
 from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
+from diffplan.models._checks import check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
@@ -68,6 +69,8 @@ class GATVIN(nn.Module):
         cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
         value_bound: keep the Q layer's weights on v inside (-value_bound, value_bound), < 1, so values
             cannot diverge (``_graph_vi.bound_value_weight``); None: unbounded, as published.
+        k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
+            steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -85,6 +88,7 @@ class GATVIN(nn.Module):
         readout_hidden: int = 32,
         cont_action: bool = False,
         value_bound: float | None = None,
+        k_train: list[int] | None = None,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -92,6 +96,7 @@ class GATVIN(nn.Module):
         if l_q % heads:
             raise BadInputError(f"GAT-VIN: l_q ({l_q}) must be a multiple of heads ({heads}).")
         self.config = config
+        self.k_train = check_k_range(k_train)
         self.k = k
         self.h = GATConv(2, l_h, edge_dim=2, add_self_loops=False)
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
@@ -112,7 +117,7 @@ class GATVIN(nn.Module):
             lambda v: self.q(torch.cat([r, v], dim=-1), ei, edge_logits),
             lambda q: q.amax(-1, keepdim=True),
             torch.zeros_like(r),
-            self.k,
+            steps_this_pass(self.k, self.k_train, self.training),
         )
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
         return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

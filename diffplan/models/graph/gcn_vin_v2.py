@@ -24,6 +24,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
+from diffplan.models._checks import check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry, edge_linear
@@ -45,6 +46,8 @@ class GCNVINv2(nn.Module):
         cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
         value_bound: keep the Q layer's weights on v inside (-value_bound, value_bound), < 1, so values
             cannot diverge (``_graph_vi.bound_value_weight``); None: unbounded, as published.
+        k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
+            steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -62,6 +65,7 @@ class GCNVINv2(nn.Module):
         readout_hidden: int = 32,
         cont_action: bool = False,
         value_bound: float | None = None,
+        k_train: list[int] | None = None,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -71,6 +75,7 @@ class GCNVINv2(nn.Module):
         if l_q % relations:
             raise BadInputError(f"GCN-VIN-v2: l_q ({l_q}) must be a multiple of relations ({relations}).")
         self.config = config
+        self.k_train = check_k_range(k_train)
         self.k, self.relations = k, relations
         self.h = GCNConv(2, l_h, add_self_loops=False)  # self-loops come with the edge geometry
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
@@ -102,7 +107,10 @@ class GCNVINv2(nn.Module):
             return q.view(rels, n, -1).transpose(0, 1).reshape(n, -1)
 
         q, v, residual = value_iteration(
-            step, lambda q: q.amax(-1, keepdim=True), torch.zeros_like(r), self.k
+            step,
+            lambda q: q.amax(-1, keepdim=True),
+            torch.zeros_like(r),
+            steps_this_pass(self.k, self.k_train, self.training),
         )
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
         return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from diffplan.models._checks import check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
@@ -39,6 +40,8 @@ class MPVIN(nn.Module):
         neighbour_skip: add the learned neighbour-mean skip to the Q layer (``_graph_vi``), which
             starts value iteration as a diffusion from the goal and keeps training off the
             initial plateau whatever the seed. Off by default: MP-VIN_graph v1 was trained without it.
+        k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
+            steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -58,6 +61,7 @@ class MPVIN(nn.Module):
         readout_hidden: int = 32,
         cont_action: bool = False,
         neighbour_skip: bool = False,
+        k_train: list[int] | None = None,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -65,6 +69,7 @@ class MPVIN(nn.Module):
             "MP-VIN", k=k, l_h=l_h, l_q=l_q, mp_h=mp_h, mp_q=mp_q, readout_hidden=readout_hidden
         )
         self.config = config
+        self.k_train = check_k_range(k_train)
         self.k = k
         self.h = RelMessagePassing(geo_dim=2, static_dim=2, dynamic_dim=0, hidden=mp_h, out_dim=l_h)
         self.r = nn.Sequential(nn.Linear(l_h + 2, mp_h), nn.ReLU(), nn.Linear(mp_h, 1))
@@ -81,7 +86,10 @@ class MPVIN(nn.Module):
         r = self.r(torch.cat([h, flags], dim=-1))
         ctx = self.q.prepare(geo, r)
         q, v, residual = value_iteration(
-            lambda v: self.q.step(ctx, v), lambda q: q.amax(-1, keepdim=True), torch.zeros_like(r), self.k
+            lambda v: self.q.step(ctx, v),
+            lambda q: q.amax(-1, keepdim=True),
+            torch.zeros_like(r),
+            steps_this_pass(self.k, self.k_train, self.training),
         )
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
         return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from diffplan.models._checks import check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models.graph._escnn import EqEdgeReadout, EqMessagePassing, EqMLP, no_base_gspace, standard_repr
@@ -53,6 +54,8 @@ class SymMPVIN(nn.Module):
         group: "c4", "d4", "c8" or "d8".
         cont_action: output a (dy, dx) move vector instead of logits over N, W, S, E.
         no_equiv_policy: plain (non-equivariant) read-out.
+        k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
+            steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -73,6 +76,7 @@ class SymMPVIN(nn.Module):
         group: str = "d4",
         cont_action: bool = False,
         no_equiv_policy: bool = False,
+        k_train: list[int] | None = None,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -81,6 +85,7 @@ class SymMPVIN(nn.Module):
         )
         gs = no_base_gspace(group)
         self.config = {**config, "group": group.lower()}
+        self.k_train = check_k_range(k_train)
         self.k, self.l_q, self.group_size = k, l_q, gs.fibergroup.order()
         std, flag, reg = standard_repr(gs), gs.trivial_repr, gs.regular_repr
         self.h = EqMessagePassing(gs, [std], static=[flag, flag], dynamic=[], hidden=mp_h, out=[reg] * l_h)
@@ -111,7 +116,7 @@ class SymMPVIN(nn.Module):
             lambda v: self.q.step(ctx, v),
             max_over_fields,
             r.new_zeros(n, g),
-            self.k,
+            steps_this_pass(self.k, self.k_train, self.training),
         )
         values = v.amax(-1, keepdim=True)  # invariant
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), values)

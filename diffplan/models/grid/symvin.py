@@ -8,6 +8,7 @@ from escnn import nn as enn
 from torch import nn
 
 from diffplan.envs.actions import NUM_ACTIONS
+from diffplan.models._checks import check_int, check_k_range, draw_k
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models._symmetry import (
     CompleteRegularFilter,
@@ -16,7 +17,7 @@ from diffplan.models._symmetry import (
     get_gspace,
     group_size,
 )
-from diffplan.models.grid._base import GridPlanner, VIStep, check_int, check_k_range, draw_k, unrolled
+from diffplan.models.grid._base import GridPlanner, VIStep, unrolled
 
 
 class SymVINLayers(GridPlanner):

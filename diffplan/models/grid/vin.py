@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from diffplan.envs.actions import NUM_ACTIONS
+from diffplan.models._checks import check_int, check_k_range, draw_k
 from diffplan.models._registry import constructor_config, register_model
-from diffplan.models.grid._base import GridPlanner, VIStep, check_int, check_k_range, draw_k, unrolled
+from diffplan.models.grid._base import GridPlanner, VIStep, unrolled
 from diffplan.models.grid._vi_step import shift_logits
 
 
