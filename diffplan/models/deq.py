@@ -18,9 +18,12 @@ problem: it converges by its own relative residual ``||f(z) - z|| / ||f(z)||`` a
 keeps each element's own best iterate. The loop ends when every element has converged or at
 ``max_iter``. So an element's answer is a function of its own problem only, not of which other problems
 share its batch (DESIGN section 9), provided ``f`` itself acts on each element separately (the grid VI
-step does). Frozen elements are still passed through ``f`` (a closure over the whole batch cannot be
-restricted), but nothing computed for them is used. Graph planners whose nodes from several graphs form
-one system can pass ``z[None]``.
+step does). A closure over the whole batch cannot be restricted, so frozen elements are still passed
+through a plain ``f``, and nothing computed for them is used; an ``f`` with a ``restrict(index,
+batch_size)`` method (the grid VI step) is instead evaluated on the unconverged elements only, once they
+are at most ``RESTRICT_FRACTION`` of the rows it last ran on: on a batch of 15x15 training mazes the
+slowest element needs about three times the mean number of iterations. Graph planners whose nodes from
+several graphs form one system can pass ``z[None]``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,34 @@ from diffplan.errors import BadInputError
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 _EPS = 1e-8
+RESTRICT_FRACTION = 0.75  # re-restrict f when the unconverged elements are at most this share of its rows
+
+
+class _ActiveRows:
+    """``f`` of a solver's iterate, computed for the unconverged elements only where ``f`` allows it.
+
+    ``rows(z, done)`` returns ``f(z)`` for every element not ``done``; a done element's row is ``z``'s own
+    (the solvers discard it). With ``f.restrict(index, batch_size)`` (a map of the elements ``index``
+    alone, each computed exactly as in the whole batch) the restricted map is rebuilt whenever the unconverged
+    elements fall to ``RESTRICT_FRACTION`` of the rows it covers, so a shrinking batch costs less.
+    """
+
+    def __init__(self, f: Fn):
+        self.f, self.index, self.sub = f, None, f
+        self.restrictable = callable(getattr(f, "restrict", None))
+
+    def __call__(self, z: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        if not self.restrictable:
+            return self.f(z)
+        covered = z.shape[0] if self.index is None else self.index.numel()
+        active = (~done).nonzero().squeeze(1)
+        if 0 < active.numel() <= RESTRICT_FRACTION * covered:
+            self.index, self.sub = active, self.f.restrict(active, z.shape[0])
+        if self.index is None:
+            return self.f(z)
+        out = z.clone()
+        out[self.index] = self.sub(z[self.index])
+        return out
 
 
 @dataclass
@@ -110,10 +141,11 @@ def forward_iteration(f: Fn, z0: torch.Tensor, *, tol: float = 1e-4, max_iter: i
     done = torch.zeros(bsz, dtype=torch.bool, device=device)
     iters = torch.full((bsz,), max_iter, dtype=torch.long, device=device)
     res = torch.full((bsz,), float("inf"), dtype=z0.dtype, device=device)
+    rows = _ActiveRows(f)
     for it in range(1, max_iter + 1):
         if bool(done.all()):
             break
-        fz = f(z)
+        fz = rows(z, done)
         step_res = _residuals(fz, z)
         active = ~done
         z = torch.where(_per_element(active, fz), fz, z)
@@ -169,11 +201,14 @@ def anderson(
         iters = torch.where(newly, it, iters)
         done = done | newly
 
+    rows = _ActiveRows(f)
+
     def advance(k: int, x_new: torch.Tensor) -> None:
         """Slot ``k`` of the active elements' history becomes ``x_new`` and ``f(x_new)``."""
         keep = done[:, None]
         x_hist[:, k] = torch.where(keep, x_hist[:, k], x_new)
-        f_hist[:, k] = torch.where(keep, f_hist[:, k], f(x_hist[:, k].reshape(shape)).reshape(bsz, -1))
+        f_new = rows(x_hist[:, k].reshape(shape), done).reshape(bsz, -1)
+        f_hist[:, k] = torch.where(keep, f_hist[:, k], f_new)
 
     if max_iter <= 1 or bool(done.all()):
         return _result(best_z.reshape(shape), iters, best_res, done)

@@ -242,3 +242,34 @@ def test_grid_deq_plans_the_same_on_one_and_two_threads(name, solver):
     assert max_rel(two.logits, one.logits) < BATCH_TOLERANCE
     assert max_rel(two_alone.logits, one_alone.logits) < BATCH_TOLERANCE
     assert max_rel(two.logits[:1], one_alone.logits) < BATCH_TOLERANCE
+
+
+class RestrictableLinear:
+    """``z -> A z + b`` per element, which can be restricted to some elements; counts the rows it maps."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, rows: list[int]):
+        self.a, self.b, self.rows = a, b, rows
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self.rows.append(z.shape[0])
+        return apply(self.a, z) + self.b
+
+    def restrict(self, index: torch.Tensor, batch_size: int) -> RestrictableLinear:
+        assert batch_size == self.a.shape[0]
+        return RestrictableLinear(self.a[index], self.b[index], self.rows)
+
+
+@pytest.mark.parametrize("solver", [forward_iteration, anderson])
+def test_a_restrictable_map_runs_on_the_unconverged_elements_only_with_the_same_answers(solver):
+    """Contractions 0.2 ... 0.95: the fast elements converge early and are no longer computed."""
+    a = torch.cat(
+        [linear_problem(batch=1, contraction=c, seed=i)[0] for i, c in enumerate((0.2, 0.5, 0.8, 0.95))]
+    )
+    b = torch.randn(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = solver(lambda z: apply(a, z) + b, torch.zeros_like(b), tol=1e-9, max_iter=400)
+    rows: list[int] = []
+    restricted = solver(RestrictableLinear(a, b, rows), torch.zeros_like(b), tol=1e-9, max_iter=400)
+    assert torch.equal(plain.z, restricted.z) and torch.equal(
+        plain.element_iterations, restricted.element_iterations
+    )
+    assert min(rows) == 1 and sum(rows) < 4 * len(rows)

@@ -278,6 +278,17 @@ class VIStep:
                 )
         return self.workspace["minor"]
 
+    def restrict(self, index: torch.Tensor, batch_size: int) -> VIStep:
+        """The step on the elements ``index`` (int64, (B',)) of its batch of ``batch_size`` alone, without
+        autograd: the solvers' forward iterations skip the elements that have converged
+        (``deq._ActiveRows``). Each element's rows are computed exactly as in the whole batch."""
+        rows = self.q_r.detach()
+        step = VIStep.__new__(VIStep)
+        step.q_r = rows.view(batch_size, -1, rows.shape[1])[index].reshape(-1, rows.shape[1])
+        step.free = None if self.free is None else self.free[index]
+        step.w_v, step.w, step.f, step.workspace = self.w_v.detach(), self.w.detach(), self.f, {}
+        return step
+
     def detached(self) -> VIStep:
         """The same step with its parameters cut from the graph: cheaper vector-Jacobian products in v."""
         step = VIStep.__new__(VIStep)
