@@ -6,12 +6,15 @@ sizes, at their trained planning budget and at budgets that scale with the maps.
         --manifest manifests/release_v1.1.yaml
     python -m benchmarks.bench_generalization --quick                 # a few maps per size (a smoke run)
 
-Test sets are generated once into ``data/eval/`` (seeded; the same files for every release). Budgets:
-``trained``, ``side`` (ceil(sqrt(2) x side), the SymPlan study) and ``bfs`` (each map's longest BFS
-distance + 1). Writes, under ``<release-root>/generalization/``, ``results.json`` (scores, maps and
-budgets only: deterministic, so a rerun leaves git clean) and ``success_vs_side.png`` (success against
-maze side at the ``bfs`` budget, one line per model); timings go to ``runs/generalization/timings.json``.
-Map counts per size are in ``MAPS`` (fewer at the largest sizes, where one map costs the most).
+A thin runner over :mod:`diffplan.release.generalization` (which ``diffplan package`` also reads to put
+the study in the release README). Test sets are generated once into ``--data-root`` (``data/eval/``;
+seeded, the same files for every release). Budgets: ``trained``, ``side`` (ceil(sqrt(2) x side), the
+SymPlan study) and ``bfs`` (each map's longest BFS distance + 1). Writes, under
+``<release-root>/generalization/``, ``results.json`` (scores, maps and budgets only: deterministic, so a
+rerun leaves git clean) and ``success_vs_side.png`` (success against maze side at the ``bfs`` budget,
+one line per model); timings (ms per maze) go to ``--timings-root`` (``runs/generalization/``), with
+``tables.md``, the success and timing tables as markdown for the project README. Map counts per size
+are in ``generalization.MAPS`` (fewer at the largest sizes, where one map costs the most).
 """
 
 from __future__ import annotations
@@ -21,159 +24,114 @@ import json
 import time
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+import torch
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from diffplan._atomic import atomic_path, atomic_write_text
-from diffplan.envs import generate_dataset
-from diffplan.release.evaluation import evaluate_models
-from diffplan.release.layout import DEFAULT_RELEASE_ROOT, ReleasePaths
+from diffplan._atomic import atomic_write_text
+from diffplan.release import generalization as study
+from diffplan.release.layout import DEFAULT_RELEASE_ROOT
 from diffplan.release.manifest import load_manifest
-from diffplan.task import Task
 
-GRID_SIDES = (15, 29, 49, 99)
-GRAPH_SIDES = (15, 29, 49)
-# maps scored per (task, side): the study fits in 20 minutes on a 2-core machine
-MAPS = {
-    (Task.GRID, 15): 100,
-    (Task.GRID, 29): 100,
-    (Task.GRID, 49): 50,
-    (Task.GRID, 99): 5,
-    (Task.GRAPH, 15): 50,
-    (Task.GRAPH, 29): 30,
-    (Task.GRAPH, 49): 10,
-}
-RULES = ("trained", "bfs")
-DATA_ROOT = Path("data/eval")
+DEFAULT_TIMINGS_ROOT = Path("runs/generalization")
 
 
-def test_set(task: Task, side: int, maps: int) -> Path:
-    """A fresh test-only data set of ``maps`` mazes of side ``side`` (generated once, seeded by size)."""
-    path = DATA_ROOT / f"{task.value}_m{side}_study_{maps}.{'npz' if task is Task.GRID else 'pth'}"
-    if not path.is_file():
-        DATA_ROOT.mkdir(parents=True, exist_ok=True)
-        generate_dataset(
-            task.value, path, maze_size=side, train_size=0, valid_size=0, test_size=maps, seed=1000 + side
-        )
-    return path
+def _fmt(cell) -> str:
+    return "-" if cell is None else f"{100 * cell[0]:.1f} ({100 * cell[1]:.1f})"
 
 
-def run_study(manifest_path: Path, release_root: Path, quick: bool, rules: tuple[str, ...]) -> dict:
-    manifest = load_manifest(manifest_path)
-    models = [
-        (spec, ReleasePaths.of(spec, release_root).checkpoint)
-        for spec in manifest.models
-        if ReleasePaths.of(spec, release_root).checkpoint.is_file()
-    ]
-    rows, timings = [], []
-    for spec, checkpoint in models:
-        sides = GRID_SIDES if spec.task is Task.GRID else GRAPH_SIDES
-        for side in sides:
-            maps = 4 if quick else MAPS[(spec.task, side)]
-            data = test_set(spec.task, side, maps)
-            for rule in rules:
-                start = time.perf_counter()
-                report = evaluate_models([(spec.name, checkpoint)], [data], k=rule, max_iter=rule)
-                row = report.rows[0]
-                rows.append(
-                    {
-                        "model": spec.name,
-                        "algorithm": spec.algorithm,
-                        "task": spec.task.value,
-                        "symmetric": spec.group is not None,
-                        "side": side,
-                        "rule": rule,
-                        "budget": row.budget,
-                        "maps": row.maps,
-                        "scores": {k: round(v, 6) for k, v in row.scores.items()},
-                    }
-                )
-                timings.append(
-                    {
-                        "model": spec.name,
-                        "side": side,
-                        "rule": rule,
-                        "ms_per_maze": row.ms_per_maze,
-                        "seconds": time.perf_counter() - start,
-                    }  # fmt: skip
-                )
-    return {"manifest": str(manifest_path), "rows": rows}, timings
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def plot_success(results: dict, output: Path, rule: str = "bfs") -> Path:
-    """Success against maze side at budget ``rule``, one line per model."""
-    figure = Figure(figsize=(7.0, 4.5), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.1, 0.12, 0.6, 0.8))
-    models = dict.fromkeys(row["model"] for row in results["rows"])
-    for name in models:
-        points = sorted(
-            (r["side"], r["scores"]["success"])
-            for r in results["rows"]
-            if r["model"] == name and r["rule"] == rule
-        )
-        if points:
-            sides, success = zip(*points, strict=True)
-            style = "-" if any(r["task"] == "grid" for r in results["rows"] if r["model"] == name) else "--"
-            axes.plot(sides, [100 * s for s in success], style, marker="o", label=name)
-    axes.set_xlabel("maze side (trained on 15)")
-    axes.set_ylabel(f"success (%) at the {rule} budget")
-    axes.set_title("Generalisation to larger mazes")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    return output
-
-
-def print_table(results: dict, console: Console) -> None:
-    table = Table(title="Success (accuracy) by maze side and budget")
+def print_tables(results: dict, timings: list[dict], console: Console) -> None:
+    sides = study.study_sides(results)
+    table = Table(title="Success (accuracy) in % by maze side and budget")
     table.add_column("model")
     table.add_column("budget")
-    sides = sorted({r["side"] for r in results["rows"]})
     for side in sides:
         table.add_column(f"{side}x{side}", justify="right")
-    keys = dict.fromkeys((r["model"], r["rule"]) for r in results["rows"])
-    for model, rule in keys:
-        cells = []
-        for side in sides:
-            row = next(
-                (r for r in results["rows"] if (r["model"], r["rule"], r["side"]) == (model, rule, side)),
-                None,
-            )
-            cells.append(
-                "-"
-                if row is None
-                else f"{100 * row['scores']['success']:.1f} ({100 * row['scores']['accuracy']:.1f})"
-            )
-        table.add_row(model, rule, *cells)
+    for model, rule, cells in study.success_table(results):
+        table.add_row(model, rule, *(_fmt(c) for c in cells))
     console.print(table)
+    timing_sides, rows = study.timing_table(timings)
+    table = Table(title="ms per maze by maze side and budget")
+    table.add_column("model")
+    table.add_column("budget")
+    for side in timing_sides:
+        table.add_column(f"{side}x{side}", justify="right")
+    for model, rule, cells in rows:
+        table.add_row(model, rule, *(_ms(c) for c in cells))
+    console.print(table)
+
+
+def markdown_tables(results: dict, timings: list[dict], seconds: float) -> str:
+    """The success and timing tables as markdown (what the project README quotes)."""
+    sides = study.study_sides(results)
+    header = " | ".join(f"{s}x{s}" for s in sides)
+    lines = [
+        f"Study: {seconds:.0f} s. Success (accuracy) in %:",
+        "",
+        f"| model | budget | {header} |",
+        "|---|---|" + "---:|" * len(sides),
+    ]
+    for model, rule, cells in study.success_table(results):
+        lines.append(f"| {model} | {rule} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    timing_sides, rows = study.timing_table(timings)
+    lines += [
+        "",
+        "ms per maze:",
+        "",
+        "| model | budget | " + " | ".join(f"{s}x{s}" for s in timing_sides) + " |",
+        "|---|---|" + "---:|" * len(timing_sides),
+    ]
+    for model, rule, cells in rows:
+        lines.append(f"| {model} | {rule} | " + " | ".join(_ms(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=Path("manifests/release_v1.yaml"))
     parser.add_argument("--release-root", type=Path, default=DEFAULT_RELEASE_ROOT)
-    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=("trained", "side", "bfs"))
+    parser.add_argument("--data-root", type=Path, default=study.DEFAULT_DATA_ROOT)
+    parser.add_argument("--timings-root", type=Path, default=DEFAULT_TIMINGS_ROOT)
+    parser.add_argument("--rules", nargs="+", default=list(study.RULES), choices=("trained", "side", "bfs"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="4 maps per size (smoke run); writes nothing")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     console = Console()
+    manifest = load_manifest(args.manifest)
     start = time.perf_counter()
-    results, timings = run_study(args.manifest, args.release_root, args.quick, tuple(args.rules))
-    print_table(results, console)
-    console.print(f"study took {time.perf_counter() - start:.0f} s")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("generalization study", total=None)
+
+        def progress(description: str, done: int, total: int) -> None:
+            bar.update(task, description=description, completed=done, total=total)
+
+        results, timings = study.run_study(
+            manifest,
+            args.release_root,
+            rules=tuple(args.rules),
+            maps=4 if args.quick else None,
+            data_root=args.data_root,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - start
+    print_tables(results, timings, console)
+    console.print(f"study took {seconds:.0f} s")
     if args.quick:
         return 0
-    folder = args.release_root / "generalization"
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
-    plot_success(results, folder / "success_vs_side.png")
-    Path("runs/generalization").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path("runs/generalization/timings.json"), json.dumps(timings, indent=2) + "\n")
-    console.print(f"wrote {folder}/results.json and success_vs_side.png")
+    results_path, plot_path = study.write_study(results, args.release_root / study.FOLDER)
+    args.timings_root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        args.timings_root / "timings.json",
+        json.dumps({"seconds": round(seconds, 1), "threads": args.threads, "rows": timings}, indent=2) + "\n",
+    )
+    atomic_write_text(args.timings_root / "tables.md", markdown_tables(results, timings, seconds))
+    console.print(f"wrote {results_path}, {plot_path} and {args.timings_root}/timings.json, tables.md")
     return 0
 
 

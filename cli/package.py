@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from diffplan.release.generalization import read_study
 from diffplan.release.manifest import load_manifest
 from diffplan.release.packaging import (
     PackageResult,
@@ -118,6 +119,7 @@ def package(
             raise typer.Exit(1)
         return
     archive_stem(version)  # a bad version is refused before any work
+    read_study(release_root)  # so is a broken generalization/results.json
     spec = load_manifest(manifest)
     out = output_console(json_output)
     report = run_validation(spec, None, release_root, threads=threads, jobs=jobs, out=out)

@@ -4,6 +4,8 @@ Layout: the release root holds ``grid/``, ``graph/``, ``continuous/`` (one model
 :class:`ReleasePaths`), ``evaluation_results/`` (what ``validate`` decided: tracked, deterministic) and
 ``SHA256SUMS`` (written by ``package``). ``evaluation_results/timings.json`` (latency, memory, seconds of
 the last run) is measured anew on every run: untracked and never shipped (:data:`UNSHIPPED`).
+``generalization/`` holds the generalization study when it has been run (``results.json`` and
+``success_vs_side.png``, deterministic, shipped: :mod:`diffplan.release.generalization`).
 
 Replacing one model's release files (DESIGN section 10: they change together or not at all)::
 

@@ -3,7 +3,9 @@
 Identical inputs give byte-identical archives: entries sorted, one fixed mtime (1980-01-01, the earliest a
 zip can store), owner 0/0 with no names, mode 0644, gzip header mtime 0 and no file name. The evaluation
 results archived are deterministic (``results``: verdicts and scores, no timings); the untracked timings
-(``layout.UNSHIPPED``) are neither archived nor listed in ``SHA256SUMS``. Every archive
+(``layout.UNSHIPPED``) are neither archived nor listed in ``SHA256SUMS``. The generalization study's
+``generalization/results.json`` and ``success_vs_side.png`` are archived when present (both
+deterministic), and the README gets a section made from them. Every archive
 is re-opened and each file checked against the embedded ``SHA256SUMS`` before the command succeeds.
 Reading, verifying and extracting archives, within size limits: ``archive`` (re-exported here).
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from diffplan._atomic import atomic_path, atomic_write_text
 from diffplan.errors import BadInputError, CheckFailedError, CheckpointError, DataFileError
+from diffplan.release import generalization
 from diffplan.release.archive import (  # noqa: F401 - re-exported: cli/package.py and tests use them
     UnsafeArchiveError,
     VerifyResult,
@@ -49,6 +52,9 @@ RELEASE_CONTENT = (
     "continuous",
     "evaluation_results",
     RERUN_FOLDER,
+    # the generalization study (``generalization``), when it has been run: these two files only
+    f"{generalization.FOLDER}/{generalization.RESULTS_NAME}",
+    f"{generalization.FOLDER}/{generalization.PLOT_NAME}",
 )
 
 
@@ -146,7 +152,9 @@ def build_package(
     under ``evaluation_results/`` (and so archived), files whose outcome is unchanged kept byte for byte
     (``results.write_results``). ``rerun_root``: reproducibility
     reruns reported in the README (``reproducibility.collect_reruns``; default
-    ``<release_root>/reproducibility``, which the archives include).
+    ``<release_root>/reproducibility``, which the archives include). A generalization study in
+    ``<release_root>/generalization/`` (``generalization.read_study``) is archived and shown in the
+    README.
     """
     stem = archive_stem(version)
     release_root, dist_dir = Path(release_root), Path(dist_dir)
@@ -155,6 +163,7 @@ def build_package(
             f"release folder {release_root} does not exist; train the models first "
             f"(`diffplan train --manifest {manifest.path}`) or pass --release-root."
         )
+    study = generalization.read_study(release_root)  # a broken results.json stops before validating
     if report is None:
         try:
             report = validate_models(manifest, release_root=release_root)
@@ -181,7 +190,7 @@ def build_package(
     readme = release_root / "README.md"
     quick_start = release_root / "quick_start_guide.md"
     reruns = collect_reruns(manifest, release_root, rerun_root)
-    atomic_write_text(readme, render_readme(manifest, infos, version, verdicts, reruns))
+    atomic_write_text(readme, render_readme(manifest, infos, version, verdicts, reruns, study))
     atomic_write_text(quick_start, render_quick_start(manifest, version))
 
     entries, members = [], []

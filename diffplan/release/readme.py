@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from diffplan.release import generalization
+from diffplan.release.generalization import Study
 from diffplan.release.manifest import Manifest, ModelSpec
 from diffplan.release.reproducibility import ModelReruns
 from diffplan.task import Task
@@ -83,16 +85,25 @@ def _degrees(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f} deg"
 
 
-def _symmetry_comparison(manifest: Manifest, infos: dict[str, dict | None]) -> list[str]:
-    """Each symmetric model beside its plain counterpart on the same data (both trained)."""
-    rows = []
+def _counterparts(manifest: Manifest) -> list[tuple[ModelSpec, ModelSpec]]:
+    """(symmetric, plain) entries of ``manifest`` trained on the same data, in manifest order."""
+    pairs = []
     for sym in manifest.models:
         plain_algorithm = PLAIN_COUNTERPART.get(sym.algorithm)
         plain = next(
             (s for s in manifest.models if s.algorithm == plain_algorithm and Path(s.data) == Path(sym.data)),
             None,
         )
-        if plain is None or not infos.get(sym.name) or not infos.get(plain.name):
+        if plain is not None:
+            pairs.append((sym, plain))
+    return pairs
+
+
+def _symmetry_comparison(manifest: Manifest, infos: dict[str, dict | None]) -> list[str]:
+    """Each symmetric model beside its plain counterpart on the same data (both trained)."""
+    rows = []
+    for sym, plain in _counterparts(manifest):
+        if not infos.get(sym.name) or not infos.get(plain.name):
             continue
         a, b = infos[sym.name]["performance"], infos[plain.name]["performance"]
         gap = {m: 100 * (a[f"test_{m}"] - b[f"test_{m}"]) for m in ("accuracy", "success")}
@@ -151,10 +162,13 @@ def render_readme(
     version: str,
     verdicts: dict[str, list[str]] | None = None,
     reruns: list[ModelReruns] | None = None,
+    study: Study | None = None,
 ) -> str:
     """The release README. ``infos``: metadata per model name (None when missing); ``verdicts``: the
     names of the failed validation checks per model (empty list = passed), or None when not validated;
-    ``reruns``: the reproducibility reruns found (``collect_reruns``), shown in a section of their own."""
+    ``reruns``: the reproducibility reruns found (``collect_reruns``), shown in a section of their own;
+    ``study``: the generalization study of the release (``generalization.read_study``), a section of its
+    own when given."""
     sizes = " and ".join(f"{n}x{n}" for n in sorted({d.maze_size for d in manifest.datasets.values()}))
     test_sizes = " / ".join(str(n) for n in sorted({d.test_size for d in manifest.datasets.values()}))
     lines = [
@@ -201,6 +215,8 @@ def render_readme(
         "a node, 4-neighbour edges); `continuous` planners are graph planners that output a move vector.",
     ]
     lines += _symmetry_comparison(manifest, infos)
+    if study is not None:
+        lines += ["", *_generalization_section(manifest, study)]
     lines += ["", "## The models one by one"]
     for spec in manifest.models:
         lines += ["", *_model_section(spec, infos.get(spec.name))]
@@ -274,6 +290,14 @@ def render_readme(
         "grid/ graph/ continuous/          <name>.ckpt, <name>_info.json, configs/<name>_config.yaml",
         "evaluation_results/               `diffplan validate`'s verdicts and scores, per model and "
         "summary.json (no timings)",
+        *(
+            [
+                "generalization/                   the generalization study: results.json (scores, maps, "
+                "budgets; no timings)" + (" and success_vs_side.png" if study.plot else "")
+            ]
+            if study is not None
+            else []
+        ),
         "SHA256SUMS                        sha256 of every file above",
         "```",
         "",
@@ -282,6 +306,88 @@ def render_readme(
         "",
     ]
     return "\n".join(lines)
+
+
+def _sides_list(sides: list[int]) -> str:
+    return " / ".join(f"{side}x{side}" for side in sides)
+
+
+def _generalization_section(manifest: Manifest, study: Study) -> list[str]:
+    """The study's tables (success and accuracy per model x budget x side, budgets, symmetric against
+    plain), the maps per size and the plot, all from ``generalization/results.json``."""
+    results = study.results
+    sides = generalization.study_sides(results)
+    header = " | ".join(f"{side}x{side}" for side in sides)
+    align = "---:|" * len(sides)
+    rules = list(dict.fromkeys(r["rule"] for r in results["rows"]))
+    maps = generalization.maps_per_size(results)
+    counts = "; ".join(
+        f"{task} planners {' / '.join('-'.join(map(str, c)) for c in by_side.values())} at "
+        f"{_sides_list(list(by_side))}"
+        for task, by_side in maps.items()
+    )
+    lines = [
+        "## Generalisation: trained on 15x15, planning on larger mazes",
+        "",
+        "The models scored on fresh test sets of larger mazes (generated with seeds of their own, never "
+        "seen in training) by `python -m benchmarks.bench_generalization`; every number below is read "
+        f"from `{generalization.FOLDER}/{generalization.RESULTS_NAME}`. Maps scored per size: {counts} "
+        "(fewer at the largest sizes, where one map costs the most). Planning budgets:",
+        "",
+        *(
+            f"- `{rule}`: {generalization.RULE_MEANING.get(rule, 'a fixed number of steps')}."
+            for rule in rules
+        ),
+        "",
+        "Success (accuracy) in %, per model, budget and maze side:",
+        "",
+        f"| Model | Budget | {header} |",
+        f"|---|---|{align}",
+    ]
+    for model, rule, cells in generalization.success_table(results):
+        shown = ("-" if c is None else f"{100 * c[0]:.1f} ({100 * c[1]:.1f})" for c in cells)
+        lines.append(f"| {model} | {rule} | {' | '.join(shown)} |")
+    scaled = [rule for rule in rules if rule != "trained"]
+    if scaled:
+        lines += [
+            "",
+            "Budgets used (steps; for `bfs` the largest over the maps of that size):",
+            "",
+            "| Model | Knob | Trained | "
+            + " | ".join(f"{r} {side}x{side}" for r in scaled for side in sides)
+            + " |",
+            "|---|---|---:|" + "---:|" * (len(scaled) * len(sides)),
+        ]
+        for model, knob, trained, steps in generalization.budget_table(results):
+            cells = ("-" if v is None else str(v) for r in scaled for v in steps[r])
+            lines.append(f"| {model} | `{knob}` | {trained} | {' | '.join(cells)} |")
+    if study.plot:
+        lines += [
+            "",
+            f"![Success against maze side at the {generalization.PLOT_RULE} budget]({study.plot})",
+            "",
+            f"`{study.plot}`: success against maze side at the `{generalization.PLOT_RULE}` budget, one "
+            "line per model (dashed: graph planners).",
+        ]
+    pairs = generalization.symmetric_pairs(
+        results, [(sym.name, plain.name) for sym, plain in _counterparts(manifest)]
+    )
+    if pairs:
+        lines += [
+            "",
+            "Symmetric planners beside their plain counterparts at each size: success in %, symmetric vs "
+            "plain (difference in points; positive: the symmetric model is better):",
+            "",
+            f"| Pair | Budget | {header} |",
+            f"|---|---|{align}",
+        ]
+        for sym, plain, rule, cells in pairs:
+            shown = (
+                "-" if c is None else f"{100 * c[0]:.1f} vs {100 * c[1]:.1f} ({100 * (c[0] - c[1]):+.1f})"
+                for c in cells
+            )
+            lines.append(f"| {sym} vs {plain} | {rule} | {' | '.join(shown)} |")
+    return lines
 
 
 def _model_section(spec: ModelSpec, info: dict | None) -> list[str]:
