@@ -96,7 +96,8 @@ def evaluate(
         ),
     ] = None,
     k: Annotated[
-        str | None, typer.Option("--k", help="VI steps of unrolled planners: N, trained, side or bfs.")
+        str | None,
+        typer.Option("--k", help="VI steps of unrolled planners and Ensembles: N, trained, side or bfs."),
     ] = None,
     max_iter: Annotated[
         str | None,

@@ -43,7 +43,32 @@ def _key_values(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
+def _members(result: Inspection) -> list[dict]:
+    """An Ensemble's members as its metadata records them (empty for any other model)."""
+    members = ((result.info or {}).get("ensemble") or {}).get("members")
+    return [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
+
+
+def _beats(result: Inspection) -> str:
+    ensemble = (result.info or {}).get("ensemble") or {}
+    beats = ensemble.get("beats_best_member") or {}
+    verdicts = ", ".join(f"{split} {'yes' if value else 'no'}" for split, value in beats.items())
+    return f"{verdicts or '-'} (best member by validation accuracy: {ensemble.get('best_member', '-')})"
+
+
+def _ensemble_rows(result: Inspection, members: list[dict]) -> list[tuple[str, str]]:
+    if not members:
+        return []
+    listed = ", ".join(f"{m.get('name')} ({str(m.get('checkpoint_sha256'))[:12]}...)" for m in members)
+    return [
+        ("members", listed),
+        ("budget", f"k={result.model_config.get('k')} for every member"),
+        ("beats best member", _beats(result)),
+    ]
+
+
 def _render(result: Inspection) -> None:
+    members = _members(result)
     match = {
         True: "[green]matches the metadata[/]",
         False: "[red]differs from the metadata[/]",
@@ -61,6 +86,7 @@ def _render(result: Inspection) -> None:
                 ("format", _format_note(result.format_version)),
                 ("flags", ", ".join(f"{k}={v}" for k, v in sorted(result.extra.items())) or "-"),
                 ("data", f"{result.data_path or '-'} (fingerprint {result.data_fingerprint or '-'})"),
+                *_ensemble_rows(result, members),
             ],
         )
     )
@@ -99,8 +125,9 @@ def _render(result: Inspection) -> None:
     params = Table(title="Parameters", title_justify="left")
     params.add_column("module")
     params.add_column("parameters", justify="right")
+    names = {f"members.{i}": m.get("name") for i, m in enumerate(members)}
     for module, count in result.parameters.items():
-        params.add_row(module, f"{count:,}")
+        params.add_row(f"{module} ({names[module]})" if module in names else module, f"{count:,}")
     params.add_row("[bold]total[/]", f"[bold]{result.total_parameters:,}[/]")
     console.print(params)
     if result.config is not None:

@@ -23,6 +23,7 @@ from diffplan.training.run import (
     check_writable,
     max_threads,
     train_model,
+    training_order,
 )
 from diffplan_cli._common import (
     DEFAULT_MANIFEST,
@@ -115,9 +116,11 @@ def _train_one_by_one(
             TimeElapsedColumn(),
             console=out,
         ) as progress:
-            task = progress.add_task(
-                "epochs", total=options.max_epochs or entry.epochs, name=entry.name, status="starting"
-            )
+            if entry.members is not None:  # nothing to fit: one step, assembling it from its members
+                total, status = 1, f"assembling from {', '.join(entry.members)}"
+            else:
+                total, status = options.max_epochs or entry.epochs, "starting"
+            task = progress.add_task("epochs", total=total, name=entry.name, status=status)
 
             def report(epoch, task=task, target=entry.target.minimum, progress=progress):
                 loss = "-" if epoch.train_loss is None else f"{epoch.train_loss:.4f}"
@@ -131,6 +134,8 @@ def _train_one_by_one(
                     out.file.flush()
 
             results.append(train_model(entry, spec, options, report))
+            if entry.members is not None:
+                progress.update(task, completed=1, status=results[-1].status)
     return results
 
 
@@ -213,7 +218,7 @@ def train(
     quiet = is_secondary_rank()
     check_json_out(json_out)
     spec = load_manifest(manifest)
-    selected = spec.select(only)
+    selected = training_order(spec.select(only))  # Ensembles after the members they are assembled from
     if seed is not None:
         selected = with_seed(selected, seed, release_root, run_root)
     options = TrainOptions(

@@ -4,6 +4,11 @@ Each planner class declares its ``task`` (``diffplan.task.Task``) and is decorat
 ``@register_model("VIN")``; the registry reads the task from the class.
 ``create_model(name, **kwargs)`` builds one; ``list_models()`` lists the names, so tests
 parametrised over it cover every registered planner.
+
+A *composite* planner (``@register_model("Ensemble", composite=True)``) is built from other registered
+planners named in its config; its task is its members' (set on each instance), so its entry has
+``task=None`` and ``list_models(task)`` leaves it out. Its class provides ``members_of(config)``: the
+members' ``(algorithm, config)`` pairs, checked without building anything.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ class ModelEntry:
     """What the registry knows about one planner."""
 
     name: str
-    task: Task
+    task: Task | None  # None only for a composite planner: it takes its members' task
     builder: Callable[..., nn.Module]
     symmetric: bool = False
     implicit: bool = False  # deep-equilibrium (fixed point, implicit gradient)
+    composite: bool = False  # built from other registered planners (``builder.members_of(config)``)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "task", Task(self.task))
+        if self.task is not None or not self.composite:
+            object.__setattr__(self, "task", Task(self.task))
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -46,16 +53,21 @@ def constructor_config(init_locals: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in init_locals.items() if key not in ("self", "__class__")}
 
 
-def register_model(name: str, *, symmetric: bool = False, implicit: bool = False):
-    """Class decorator registering a planner under its algorithm name; the class states its ``task``."""
+def register_model(name: str, *, symmetric: bool = False, implicit: bool = False, composite: bool = False):
+    """Class decorator registering a planner under its algorithm name; the class states its ``task``
+    (a ``composite`` planner takes its members' task instead and provides ``members_of``)."""
 
     def decorator(builder):
         task = getattr(builder, "task", None)
-        if not isinstance(task, Task):
+        if composite:
+            if not callable(getattr(builder, "members_of", None)):
+                raise ValueError(f"composite planner {name!r} must provide members_of(config)")
+            task = None
+        elif not isinstance(task, Task):
             raise ValueError(f"planner {name!r} must declare its task (a diffplan.task.Task class attribute)")
         if name in _REGISTRY:
             raise ValueError(f"planner {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, builder, symmetric, implicit)
+        _REGISTRY[name] = ModelEntry(name, task, builder, symmetric, implicit, composite)
         return builder
 
     return decorator
@@ -63,12 +75,14 @@ def register_model(name: str, *, symmetric: bool = False, implicit: bool = False
 
 def _ensure_loaded() -> None:
     # Importing the packages runs the @register_model decorators.
+    import diffplan.models.ensemble  # noqa: F401
     import diffplan.models.graph  # noqa: F401
     import diffplan.models.grid  # noqa: F401
 
 
 def list_models(task: Task | None = None) -> list[str]:
-    """Sorted names of registered planners, optionally only those of one task."""
+    """Sorted names of registered planners, optionally only those of one task (composite planners, whose
+    task is their members', are listed only when no task is given)."""
     _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
 

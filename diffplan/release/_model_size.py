@@ -13,6 +13,8 @@ entries of its state dict: parameters and persistent buffers) without building i
   (2, 2), the quadratic through those counts is evaluated at the config's values, and one more build
   at other values checks it. Integers up to ``KEEP_UP_TO`` (kernel sizes, small widths) are built as
   they are.
+- A composite planner (an Ensemble, registered ``composite=True``) holds its members' weights, each
+  under ``members.<i>.``: its shapes and count are its members', each found as above.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from diffplan.errors import BadInputError, DiffplanError
 from diffplan.models import create_model, get_model_entry
+from diffplan.models.ensemble import member_key
 
 MAX_WEIGHTS = 10_000_000
 KEEP_UP_TO = 64  # integers up to this are built as they are: the release configs need 3 builds or fewer
@@ -39,11 +42,27 @@ def _weights(module: torch.nn.Module) -> int:
     return sum(tensor.numel() for tensor in module.state_dict().values())
 
 
+def _members(algorithm: str, config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]] | None:
+    """The (algorithm, config) of each member of a composite planner (checked), None for a plain one."""
+    entry = get_model_entry(algorithm)
+    return entry.builder.members_of(config) if entry.composite else None
+
+
 def meta_shapes(algorithm: str, config: dict[str, Any]) -> dict[str, tuple[int, ...]] | None:
     """The state dict's shapes of ``create_model(algorithm, **config)`` built on the meta device (no
     storage), in eval mode; None for a symmetric (escnn) planner, which is never built there: escnn
     caches what it computes while building, and a meta build would leave tensors without data in its
-    caches. Raises the planner's argument errors (``DiffplanError``, ``TypeError`` for an unknown one)."""
+    caches (and None for a composite planner with such a member). Raises the planner's argument errors
+    (``DiffplanError``, ``TypeError`` for an unknown one)."""
+    members = _members(algorithm, config)
+    if members is not None:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for index, (member, member_config) in enumerate(members):
+            found = meta_shapes(member, member_config)
+            if found is None:
+                return None
+            shapes.update({member_key(index, key): shape for key, shape in found.items()})
+        return shapes
     if get_model_entry(algorithm).symmetric:
         return None
     with torch.device("meta"):
@@ -105,6 +124,9 @@ def count_weights(algorithm: str, config: dict[str, Any]) -> int:
     """The number of weights ``create_model(algorithm, **config)`` holds, found without allocating them
     (module docstring); raises the planner's argument errors."""
     key = (algorithm, tuple(sorted((name, repr(value)) for name, value in config.items())))
+    members = None if key in _SIZES else _members(algorithm, config)
+    if members is not None:
+        _SIZES[key] = sum(count_weights(member, member_config) for member, member_config in members)
     if key not in _SIZES:
         shapes = meta_shapes(algorithm, config)
         if shapes is None:

@@ -223,23 +223,49 @@ def is_current(record: dict[str, Any]) -> bool:
     return format_version(record) >= CHECKPOINT_FORMAT_VERSION
 
 
+# Set on each steerable filter by ``_load_expanded_filters``: (its coefficients after loading, the
+# expanded filter it was loaded from). Loading solves for coefficients by least squares, so expanding
+# them again gives the stored filter only to float precision; a filter whose coefficients are still the
+# loaded ones is saved as the filter it was loaded from, so that saving a loaded planner (an Ensemble
+# assembled from release members, any re-save) writes the same filters and reloads to the same bits.
+_LOADED_FILTER = "_diffplan_loaded_filter"
+
+
+def _same_tensors(now: dict[str, torch.Tensor], then: dict[str, torch.Tensor]) -> bool:
+    return now.keys() == then.keys() and all(
+        now[k].dtype == then[k].dtype and now[k].shape == then[k].shape and torch.equal(now[k].cpu(), then[k])
+        for k in now
+    )
+
+
+def _expanded(module: SteerableFilter) -> dict[str, torch.Tensor]:
+    """``{"weight", "bias"?}`` of one steerable filter: the stored filter it was loaded with while its
+    coefficients are unchanged (see ``_LOADED_FILTER``), else its expansion."""
+    loaded = getattr(module, _LOADED_FILTER, None)
+    if loaded is not None and _same_tensors(module.state_dict(), loaded[0]):
+        return {key: value.clone() for key, value in loaded[1].items()}
+    weight, bias = module()
+    entry = {"weight": weight.detach().cpu().clone()}
+    if bias is not None:
+        entry["bias"] = bias.detach().cpu().clone()
+    return entry
+
+
 def expanded_filters(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-    """Every escnn steerable filter of ``model`` expanded: ``{module name: {"weight", "bias"?}}``.
+    """Every escnn steerable filter of ``model`` expanded: ``{module name: {"weight", "bias"?}}``, named
+    by its path in ``model`` (``members.1.h`` for a filter of an Ensemble's second member).
 
     Why (format 3): escnn's bases are computed numerically and differ between CPUs (see
     ``SteerableFilter.set_filter``), so coefficients alone define other filters on another host; the
-    expanded filters are the same everywhere. Shapes: weight (out, in, k, k), bias (out,).
+    expanded filters are the same everywhere. A filter loaded from a format-3 file and not changed since
+    is written as it was read (``_LOADED_FILTER``). Shapes: weight (out, in, k, k), bias (out,).
     """
-    filters = {}
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, SteerableFilter):
-                weight, bias = module()
-                entry = {"weight": weight.detach().cpu().clone()}
-                if bias is not None:
-                    entry["bias"] = bias.detach().cpu().clone()
-                filters[name] = entry
-    return filters
+        return {
+            name: _expanded(module)
+            for name, module in model.named_modules()
+            if isinstance(module, SteerableFilter)
+        }
 
 
 def _load_expanded_filters(model: nn.Module, filters: Any, source: str | Path) -> None:
@@ -265,6 +291,9 @@ def _load_expanded_filters(model: nn.Module, filters: Any, source: str | Path) -
                 f"{source}: filter {name!r} is not an equivariant filter of its layer on this host's "
                 f"basis (relative error {error:.1e}); the file is damaged."
             )
+        stored = {key: entry[key].detach().cpu().clone() for key in ("weight", "bias") if key in entry}
+        coefficients = {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
+        setattr(module, _LOADED_FILTER, (coefficients, stored))
 
 
 def canonical_basis_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -186,10 +186,13 @@ def read_training_curve(metrics_csv: Path) -> TrainingCurve | None:
 
 
 def parameters_per_module(model: torch.nn.Module) -> dict[str, int]:
-    """Parameter counts grouped by top-level submodule (``(own)`` for parameters of the root itself)."""
+    """Parameter counts grouped by top-level submodule (``(own)`` for parameters of the root itself); the
+    items of a top-level ``ModuleList`` (an Ensemble's ``members``) count one by one (``members.0``)."""
+    lists = {name for name, child in model.named_children() if isinstance(child, torch.nn.ModuleList)}
     counts: dict[str, int] = {}
     for name, parameter in model.named_parameters():
-        top = name.split(".", 1)[0] if "." in name else "(own)"
+        parts = name.split(".")
+        top = "(own)" if len(parts) == 1 else ".".join(parts[:2]) if parts[0] in lists else parts[0]
         counts[top] = counts.get(top, 0) + parameter.numel()
     return counts
 

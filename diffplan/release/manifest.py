@@ -43,6 +43,20 @@ WorldTask = Annotated[
     PlainSerializer(lambda task: next(w for w, t in WORLDS.items() if t is task), return_type=str),
 ]
 NOT_RECIPE = ("target", "notes")  # entry fields that do not change what is trained
+# Fields only a training run uses: an Ensemble entry is assembled from its members, so it takes none of
+# them (the defaults block's values do not apply to it and its resolved config leaves them out).
+TRAINING_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "scheduler",
+    "gradient_clip",
+    "early_stopping_patience",
+    "max_minutes",
+    "seed",
+)
 MAX_MANIFEST_BYTES = 1 << 20  # the release manifest is about 10 KB
 MAX_EXPANDED_NODES = 100_000  # YAML values once aliases are expanded; the release manifest has 507
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1
@@ -94,10 +108,18 @@ class Target(_Strict):
 
 
 class ModelSpec(_Strict):
-    """Everything one model's training run needs (a resolved manifest entry)."""
+    """Everything one model's training run needs (a resolved manifest entry).
+
+    An Ensemble entry (algorithm ``Ensemble``) lists ``members``, the names of other entries of the same
+    manifest (same task and data), and is assembled from their release checkpoints rather than trained;
+    the manifest resolves its ``model`` to the Ensemble's constructor arguments (each member's algorithm
+    and arguments, and the budget ``k``: the entry's own ``model: {k: N}`` or the largest of the members'
+    trained budgets). See :func:`parse_manifest`.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     algorithm: str
+    members: list[str] | None = None  # Ensemble entries only: the entries it averages
     task: WorldTask
     data: Path
     group: str | None = None
@@ -121,6 +143,8 @@ class ModelSpec(_Strict):
 
     def model_args(self) -> dict[str, Any]:
         """Constructor arguments for ``create_model(self.algorithm, **args)``."""
+        if self.members is not None:  # resolved by the manifest: {"members": [...], "k": ...}
+            return dict(self.model)
         args = dict(self.model)
         if self.group is not None:
             args["group"] = self.group
@@ -131,8 +155,10 @@ class ModelSpec(_Strict):
         return args
 
     def resolved(self) -> dict[str, Any]:
-        """The entry as plain data (what ``configs/<name>_config.yaml`` stores)."""
-        return self.model_dump(mode="json")
+        """The entry as plain data (what ``configs/<name>_config.yaml`` stores); an Ensemble's leaves out
+        the fields only training uses (``TRAINING_FIELDS``), a trained entry's leaves out ``members``."""
+        unused = set(TRAINING_FIELDS) if self.members is not None else {"members"}
+        return self.model_dump(mode="json", exclude=unused)
 
 
 def recipe_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -195,7 +221,7 @@ def _check_model_args(spec: ModelSpec, where: str) -> None:
         entry = get_model_entry(spec.algorithm)
     except ModelNotFoundError as err:
         raise ManifestError(f"{where}: field 'algorithm': {err}") from err
-    if entry.task is not spec.task:
+    if not entry.composite and entry.task is not spec.task:
         raise ManifestError(
             f"{where}: field 'task': {spec.algorithm} is a {entry.task} planner, "
             f"but the entry says {spec.resolved()['task']}."
@@ -213,6 +239,82 @@ def _check_model_args(spec: ModelSpec, where: str) -> None:
     except (DiffplanError, TypeError) as err:
         field = "group" if spec.group is not None and repr(spec.group) in str(err) else "model"
         raise ManifestError(f"{where}: field {field!r}: {err}") from err
+
+
+def _is_composite(algorithm: Any) -> bool:
+    """Whether ``algorithm`` names a registered composite planner (an Ensemble); False when unknown (the
+    entry's own check names the valid planners)."""
+    from diffplan.models import get_model_entry
+
+    try:
+        return isinstance(algorithm, str) and get_model_entry(algorithm).composite
+    except ModelNotFoundError:
+        return False
+
+
+def _check_ensemble_fields(raw: dict[str, Any], where: str) -> None:
+    """An Ensemble entry takes no training fields, no symmetry flags and no planner arguments but ``k``."""
+    algorithm = raw["algorithm"]
+    for key in TRAINING_FIELDS:
+        if key in raw:
+            raise ManifestError(
+                f"{where}: field {key!r}: an {algorithm} entry is assembled from its members' release "
+                f"checkpoints, not trained; remove it."
+            )
+    for key in ("group", "no_equiv_policy", "cont_action"):
+        if raw.get(key) not in (None, False):
+            raise ManifestError(
+                f"{where}: field {key!r}: an {algorithm} entry takes its planners from its members' entries"
+                + (
+                    "; continuous-action planners output move vectors, which it does not average."
+                    if key == "cont_action"
+                    else "; remove it."
+                )
+            )
+    extra = sorted(set(raw.get("model") or {}) - {"k"})
+    if extra:
+        raise ManifestError(
+            f"{where}: field 'model': an {algorithm} entry takes only k (the planning budget of every "
+            f"member), not {extra[0]!r}; its members' arguments come from their own entries."
+        )
+
+
+def _resolve_ensemble(spec: ModelSpec, entries: dict[str, ModelSpec], where: str) -> ModelSpec:
+    """The Ensemble entry with its members checked (entries of this manifest, trained planners of its
+    task and data, each once) and its ``model`` resolved to the Ensemble's constructor arguments."""
+    from diffplan.models.ensemble import member_budget
+
+    if not spec.members:
+        raise ManifestError(f"{where}: field 'members': list the names of at least one entry to average.")
+    for name in spec.members:
+        member = entries.get(name)
+        if spec.members.count(name) > 1:
+            raise ManifestError(f"{where}: field 'members': {name!r} appears twice; list each member once.")
+        if name == spec.name:
+            raise ManifestError(f"{where}: field 'members': an {spec.algorithm} cannot be its own member.")
+        if member is None:
+            raise ManifestError(
+                f"{where}: field 'members': {name!r} is not an entry of this manifest; it lists: "
+                f"{', '.join(entries)}."
+            )
+        if member.members is not None:
+            raise ManifestError(
+                f"{where}: field 'members': {name} is itself an {member.algorithm}; list its members instead."
+            )
+        if member.task is not spec.task or member.data != spec.data:
+            raise ManifestError(
+                f"{where}: field 'members': {name} is a {member.resolved()['task']} entry on {member.data}, "
+                f"this one a {spec.resolved()['task']} entry on {spec.data}; members must share its task "
+                f"and data."
+            )
+    members = [entries[name] for name in spec.members]
+    configs = [{"algorithm": m.algorithm, "config": m.model_args()} for m in members]
+    k = spec.model.get("k")
+    if k is None:
+        k = max(member_budget(m.algorithm, m.model_args()) for m in members)
+    resolved = spec.model_copy(update={"model": {"members": configs, "k": k}})
+    _check_model_args(resolved, where)
+    return resolved
 
 
 def parse_manifest(data: Any, path: Path) -> Manifest:
@@ -244,6 +346,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
     if not isinstance(raw_models, list) or not raw_models:
         raise ManifestError(f"{path}: 'models' must be a non-empty list of model entries.")
     models: list[ModelSpec] = []
+    places: list[str] = []  # each entry's "<file>: models[i] (name)", for errors found once all are read
     seen: set[str] = set()
     for index, raw in enumerate(raw_models):
         label = raw.get("name", "?") if isinstance(raw, dict) else "?"
@@ -257,8 +360,15 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
                     f"'{'defaults.model' if source == 'defaults' else 'model'}': must be a mapping of the "
                     f"planner's arguments (e.g. {{k: 20, l_h: 150}}), got {type(block['model']).__name__}."
                 )
-        merged = {**defaults, **raw}
-        merged["model"] = {**(defaults.get("model") or {}), **(raw.get("model") or {})}
+        ensemble = _is_composite(raw.get("algorithm"))
+        if ensemble:
+            _check_ensemble_fields(raw, where)
+            # The defaults' training fields and planner arguments are for trained entries.
+            shared = {k: v for k, v in defaults.items() if k not in (*TRAINING_FIELDS, "model")}
+            merged = {**shared, **raw, "model": dict(raw.get("model") or {})}
+        else:
+            merged = {**defaults, **raw}
+            merged["model"] = {**(defaults.get("model") or {}), **(raw.get("model") or {})}
         try:
             spec = ModelSpec.model_validate(merged)
         except ValidationError as err:
@@ -266,7 +376,18 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         if spec.name in seen:
             raise ManifestError(f"{where}: field 'name': {spec.name!r} appears twice; names must be unique.")
         seen.add(spec.name)
-        _check_model_args(spec, where)
+        if ensemble and spec.members is None:
+            raise ManifestError(
+                f"{where}: field 'members': an {spec.algorithm} entry lists the entries it averages, "
+                f"e.g. members: [VIN_maze15, SymVIN_maze15]."
+            )
+        if not ensemble and spec.members is not None:
+            raise ManifestError(
+                f"{where}: field 'members': only an Ensemble entry lists members; a {spec.algorithm} is "
+                f"trained from its data, not assembled."
+            )
+        if not ensemble:
+            _check_model_args(spec, where)
         if not any(d.path == spec.data for d in datasets.values()):
             raise ManifestError(f"{where}: field 'data': {spec.data} is not one of the manifest's data sets.")
         dataset = next(d for d in datasets.values() if d.path == spec.data)
@@ -274,6 +395,11 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
             raise ManifestError(
                 f"{where}: field 'data': {spec.data} is a {dataset.kind} data set; "
                 f"{spec.resolved()['task']} needs {spec.task}."
+            )
+        if ensemble and dataset.cont_action:
+            raise ManifestError(
+                f"{where}: field 'data': {spec.data} is a continuous-action data set; its planners output "
+                f"move vectors, which an {spec.algorithm} does not average."
             )
         if spec.task is Task.GRAPH and spec.has_obstacle != dataset.has_obstacle:
             # One source: the data set builds the graphs; the entry may only repeat what it says.
@@ -288,6 +414,12 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
                 f"{dataset.cont_action}; make them agree."
             )
         models.append(spec)
+        places.append(where)
+    entries = {spec.name: spec for spec in models}
+    models = [
+        _resolve_ensemble(spec, entries, where) if spec.members is not None else spec
+        for spec, where in zip(models, places, strict=True)
+    ]
     return Manifest(version=str(data.get("version", "1.0")), path=path, datasets=datasets, models=models)
 
 

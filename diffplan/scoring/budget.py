@@ -11,7 +11,10 @@ paths run to a few hundred steps. The budget can be set at evaluation:
 - ``"bfs"``: one more than the longest BFS distance to the goal over the maps scored (every reachable
   cell is within reach of the goal's value), never below the trained budget.
 
-Every result records the budget it used (:class:`Budget`).
+Every result records the budget it used (:class:`Budget`). An Ensemble (``diffplan.models.ensemble``)
+has one knob ``k`` for all its members: setting it sets each member's own (``k`` or ``max_iter``), and its
+trained value is the largest of its members' trained budgets, so ``--k`` names it even when its members
+are equilibrium planners.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 On GPUs each worker process takes one device of ``--devices`` (default: every visible GPU) for all the
 models it trains, so ``--devices 0,1,2 --jobs 3`` trains three models at once, one per GPU, and a fourth
 starts on whichever GPU frees first. On CPUs the workers share the cores (``--threads`` each).
+Ensemble entries are assembled from the others' release files, so they start once the others are done.
 """
 
 from __future__ import annotations
@@ -80,7 +81,26 @@ def _train_one(name: str, manifest_path: str, options: TrainOptions) -> TrainRes
 def train_in_parallel(
     specs: list[ModelSpec], manifest: Manifest, options: TrainOptions, jobs: int
 ) -> list[TrainResult]:
-    """Train ``specs`` with at most ``jobs`` processes (each on its own GPU when on GPUs)."""
+    """Train ``specs`` with at most ``jobs`` processes (each on its own GPU when on GPUs); Ensemble
+    entries afterwards, in this process (they fit nothing). Results come in the order of ``specs``."""
+    trained = [spec for spec in specs if spec.members is None]
+    results = {r.name: r for r in _train_in_processes(trained, manifest, options, jobs)} if trained else {}
+    for spec in specs:
+        if spec.members is not None:
+            results[spec.name] = _train_here(spec, manifest, options)
+    return [results[spec.name] for spec in specs]
+
+
+def _train_here(spec: ModelSpec, manifest: Manifest, options: TrainOptions) -> TrainResult:
+    try:
+        return train_model(spec, manifest, replace(options, devices=1))
+    except DiffplanError as err:
+        return TrainResult(spec.name, "failed", spec.target.minimum, message=str(err))
+
+
+def _train_in_processes(
+    specs: list[ModelSpec], manifest: Manifest, options: TrainOptions, jobs: int
+) -> list[TrainResult]:
     jobs = min(jobs, len(specs))
     devices = job_devices(options, jobs, torch.cuda.device_count())
     initializer, initargs = None, ()

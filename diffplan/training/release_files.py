@@ -5,6 +5,10 @@ A model that misses its target does not replace the release: its files go to the
 ``candidate/`` unless the caller asks for a failing release (``release_failing``). A run with overrides
 (``--max-epochs``, ``--limit-maps``) records them in its config and metadata (``overrides``), so it never
 reads as up to date for the plain entry and ``validate`` does not pass it as trained from the entry.
+
+The same scoring and writing (``score_splits``, ``release_root_for``, ``write_release``) publish an
+Ensemble entry, which is assembled from its members' release files instead of trained
+(:mod:`diffplan.training.ensemble`).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ def release_config(spec: ModelSpec, overrides: dict[str, Any]) -> dict[str, Any]
     return {**spec.resolved(), **({"overrides": overrides} if overrides else {})}
 
 
-def up_to_date_problems(spec: ModelSpec, release_root: Path) -> list[str]:
+def up_to_date_problems(spec: ModelSpec, release_root: Path, *, allow_overrides: bool = False) -> list[str]:
     """Why the model's release files are not the finished training of this entry (empty: they are).
 
     Every file must exist and match its record: the files manifest when there is one, the checkpoint's
     sha256 against the metadata's ``model_stats.checkpoint_sha256``, the config's recipe against the
-    entry (target and notes aside; overrides count) and against the metadata's ``training_config``.
+    entry (target and notes aside; overrides count unless ``allow_overrides``) and against the
+    metadata's ``training_config``. An Ensemble's files are also out of date when a member's release
+    checkpoint is no longer the one it was assembled from (``ensemble_member_problems``).
     """
     paths = ReleasePaths.of(spec, release_root)
     missing = [str(p) for p in paths.files if not p.is_file()]
@@ -60,12 +66,32 @@ def up_to_date_problems(spec: ModelSpec, release_root: Path) -> list[str]:
         return [f"{paths.checkpoint} does not match the sha256 in {paths.info.name}"]
     if not isinstance(saved, dict):
         return [f"{paths.config} is not a mapping"]
-    differ = recipe_differences(saved, spec.resolved())
+    recipe = {k: v for k, v in saved.items() if k != "overrides"} if allow_overrides else saved
+    differ = recipe_differences(recipe, spec.resolved())
     if differ:
         return [f"{paths.config} differs from the entry in {', '.join(differ)}"]
     trained = info.get("training_config")
     if not isinstance(trained, dict) or recipe_differences(trained, saved):
         return [f"{paths.info.name} and {paths.config.name} record different recipes"]
+    if spec.members is not None:
+        return ensemble_member_problems(info, release_root)
+    return []
+
+
+def ensemble_member_problems(info: dict[str, Any], release_root: Path) -> list[str]:
+    """Why an Ensemble's metadata no longer names its members' release checkpoints (empty: it does):
+    each member recorded in ``info["ensemble"]["members"]`` must still have that checkpoint sha256."""
+    members = (info.get("ensemble") or {}).get("members")
+    if not isinstance(members, list) or not members:
+        return ["its metadata records no ensemble members"]
+    for member in members:
+        try:
+            paths = ReleasePaths.named(member["name"], member["folder"], release_root)
+            recorded = member["checkpoint_sha256"]
+        except (KeyError, TypeError):
+            return ["its metadata's ensemble members are unreadable"]
+        if not paths.checkpoint.is_file() or sha256_file(paths.checkpoint) != recorded:
+            return [f"member {member['name']}'s checkpoint {paths.checkpoint} changed since it was assembled"]
     return []
 
 
@@ -88,6 +114,86 @@ def _check_finite(name: str, model, scores: dict[str, dict[str, float]]) -> None
             )
 
 
+def score_splits(
+    model,
+    spec: ModelSpec,
+    manifest: Manifest,
+    *,
+    limit_maps: int | None,
+    trust_pickle: bool = False,
+    loaded: dict | None = None,
+) -> dict[str, dict[str, float]]:
+    """``{"valid": ..., "test": ...}``: the model scored on both splits of its entry's data, as every
+    released model is (``loaded``: splits already in memory)."""
+    dataset = manifest.dataset_for(spec)
+    scores = {}
+    for split in ("valid", "test"):
+        data = (loaded or {}).get(split) or load_split(spec.data, split, trust_pickle=trust_pickle)
+        scores[split] = evaluate(
+            model, data, cont_action=spec.cont_action, has_obstacle=dataset.has_obstacle, limit=limit_maps
+        )
+    _check_finite(spec.name, model, scores)
+    return scores
+
+
+def write_release(
+    spec: ModelSpec,
+    manifest: Manifest,
+    model,
+    *,
+    scores: dict[str, dict[str, float]],
+    root: Path,
+    run: dict[str, Any],
+    overrides: dict[str, Any],
+    info_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the model's three release files under ``root`` as one switch; returns the metadata.
+
+    ``run``: the :class:`RunRecord` fields the run measured, but for ``parameters``, ``checkpoint_stats``
+    and ``overrides``, filled in here; ``info_extra``: keys added to the metadata (an Ensemble's members).
+    """
+    dataset = manifest.dataset_for(spec)
+    paths = ReleasePaths.of(spec, root)
+    with stage_release_files(paths, release_root=root) as staged:
+        save_release_checkpoint(
+            staged.checkpoint,
+            model,
+            name=spec.name,
+            algorithm=spec.algorithm,
+            model_config=spec.model_args(),
+            extra={
+                "kind": spec.task.value,
+                "cont_action": spec.cont_action,
+                "has_obstacle": dataset.has_obstacle,
+            },
+        )
+        record = RunRecord(
+            **run,
+            parameters=sum(p.numel() for p in model.parameters()),
+            checkpoint_stats=checkpoint_file_stats(staged.checkpoint),
+            overrides=overrides,
+        )
+        info = {
+            **build_info(spec, dataset, scores, record, file_fingerprint(spec.data)),
+            **(info_extra or {}),
+        }
+        write_info(staged.info, info)
+        atomic_write_text(staged.config, yaml.safe_dump(release_config(spec, overrides), sort_keys=False))
+    return info
+
+
+def release_root_for(
+    spec: ModelSpec,
+    scores: dict[str, dict[str, float]],
+    release_root: Path,
+    run_dir: Path,
+    release_failing: bool,
+) -> Path:
+    """Where the files go: the release when the test scores pass the target (or ``release_failing``),
+    else the run folder's ``candidate/``."""
+    return release_root if target_passed(spec, scores["test"]) or release_failing else run_dir / CANDIDATE
+
+
 def publish(
     spec: ModelSpec,
     manifest: Manifest,
@@ -108,49 +214,24 @@ def publish(
     ``below target`` into ``<run_dir>/candidate`` (unless ``release_failing``). ``loaded``: splits
     already in memory.
     """
-    dataset = manifest.dataset_for(spec)
     module = PlannerModule.load_from_checkpoint(run_dir / BEST, map_location="cpu")
     model = module.model.eval()
-    scores = {}
-    for split in ("valid", "test"):
-        data = (loaded or {}).get(split) or load_split(spec.data, split, trust_pickle=trust_pickle)
-        scores[split] = evaluate(
-            model, data, cont_action=spec.cont_action, has_obstacle=dataset.has_obstacle, limit=limit_maps
-        )
-    _check_finite(spec.name, model, scores)
-    passed = target_passed(spec, scores["test"])
-    root = release_root if passed or release_failing else run_dir / CANDIDATE
-    paths = ReleasePaths.of(spec, root)
-    with stage_release_files(paths, release_root=root) as staged:
-        save_release_checkpoint(
-            staged.checkpoint,
-            model,
-            name=spec.name,
-            algorithm=spec.algorithm,
-            model_config=spec.model_args(),
-            extra={
-                "kind": module.task.value,
-                "cont_action": spec.cont_action,
-                "has_obstacle": dataset.has_obstacle,
-            },
-        )
-        record = RunRecord(
-            seconds=facts.seconds,
-            epochs_run=facts.epochs_run,
-            best_epoch=facts.best_epoch,
-            max_epochs=overrides.get("max_epochs", spec.epochs),
-            best_validation_accuracy=facts.best_validation_accuracy,
-            final_loss=final_loss,
-            train_size=facts.train_size,
-            valid_size=facts.valid_size,
-            limit_maps=limit_maps,
-            parameters=sum(p.numel() for p in model.parameters()),
-            checkpoint_stats=checkpoint_file_stats(staged.checkpoint),
-            world_size=facts.world_size,
-            per_device_batch=facts.per_device_batch,
-            overrides=overrides,
-        )
-        info = build_info(spec, dataset, scores, record, file_fingerprint(spec.data))
-        write_info(staged.info, info)
-        atomic_write_text(staged.config, yaml.safe_dump(release_config(spec, overrides), sort_keys=False))
+    scores = score_splits(
+        model, spec, manifest, limit_maps=limit_maps, trust_pickle=trust_pickle, loaded=loaded
+    )
+    root = release_root_for(spec, scores, release_root, run_dir, release_failing)
+    run = dict(
+        seconds=facts.seconds,
+        epochs_run=facts.epochs_run,
+        best_epoch=facts.best_epoch,
+        max_epochs=overrides.get("max_epochs", spec.epochs),
+        best_validation_accuracy=facts.best_validation_accuracy,
+        final_loss=final_loss,
+        train_size=facts.train_size,
+        valid_size=facts.valid_size,
+        limit_maps=limit_maps,
+        world_size=facts.world_size,
+        per_device_batch=facts.per_device_batch,
+    )
+    info = write_release(spec, manifest, model, scores=scores, root=root, run=run, overrides=overrides)
     return ("trained" if root == release_root else "below target"), root, info, scores

@@ -1,5 +1,9 @@
 """Trains one manifest entry end to end and writes its release files, on one process or several (DDP).
 
+An Ensemble entry is not fitted: it is assembled from its members' release checkpoints, scored and
+published by the process of rank 0 (:mod:`diffplan.training.ensemble`), so its members must be trained
+first (:func:`training_order` puts them first).
+
 Run folder (resumable, outside the release; :mod:`diffplan.training.run_folder`): ``runs/<name>/`` holds
 Lightning checkpoints (``best.ckpt``, ``last.ckpt``), CSV logs and a lock file. Release files
 (DESIGN section 7; :mod:`diffplan.training.release_files`): ``pretrained_models/<folder>/<name>.ckpt``,
@@ -37,6 +41,7 @@ from diffplan.training.distributed import (
     relayed,
     start_method,
 )
+from diffplan.training.ensemble import assemble_ensemble
 from diffplan.training.locks import training_locks
 from diffplan.training.module import PlannerModule
 from diffplan.training.release_files import is_up_to_date, publish
@@ -108,10 +113,18 @@ class TrainResult:
         return {**asdict(self), "passed": self.passed}
 
 
+def training_order(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """``specs`` with the Ensemble entries last (in their order): they are assembled from the release
+    files of the others."""
+    return [s for s in specs if s.members is None] + [s for s in specs if s.members is not None]
+
+
 def run_overrides(spec: ModelSpec, options: TrainOptions) -> dict[str, Any]:
-    """The run options that change what is trained from the entry (recorded in the release files)."""
+    """The run options that change what is trained from the entry (recorded in the release files); an
+    Ensemble has no epochs, so only ``limit_maps`` applies to it."""
     found: dict[str, Any] = {}
-    if options.max_epochs is not None and options.max_epochs != spec.epochs:
+    epochs = spec.members is None
+    if epochs and options.max_epochs is not None and options.max_epochs != spec.epochs:
         found["max_epochs"] = options.max_epochs
     if options.limit_maps is not None:
         found["limit_maps"] = options.limit_maps
@@ -228,6 +241,10 @@ def train_model(
     check_options(options)
     target = spec.target.minimum
     launch = plan_launch(options.accelerator, options.devices, options.num_nodes, options.strategy)
+    if spec.members is not None:
+        if launch.kind == "child" or not launch.primary:  # rank 0 assembles it alone
+            return TrainResult(spec.name, "rank", target, message="an Ensemble is assembled by rank 0")
+        return _assemble(spec, manifest, options)
     _check_world(spec, manifest, options, launch)
     if launch.kind == "child":  # started by rank 0's fit: train its model, or nothing
         if launch.decision.get("name") != spec.name:
@@ -285,6 +302,42 @@ def train_model(
         passed_target=info["target"]["passed"],
         world_size=facts.world_size,
         written_to=str(written_to),
+    )
+
+
+def _assemble(spec: ModelSpec, manifest: Manifest, options: TrainOptions) -> TrainResult:
+    """An Ensemble entry: skipped when up to date, else assembled from its members and published."""
+    target = spec.target.minimum
+    if not options.force and is_up_to_date(spec, options.release_root):
+        return TrainResult(spec.name, "skipped", target, message="release files match the entry")
+    check_writable(Path(options.release_root), "--release-root")
+    check_writable(Path(options.run_root), "--run-root")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    done = assemble_ensemble(
+        spec,
+        manifest,
+        release_root=Path(options.release_root),
+        run_root=Path(options.run_root),
+        release_failing=options.release_failing,
+        limit_maps=options.limit_maps,
+        overrides=run_overrides(spec, options),
+        trust_pickle=options.trust_pickle,
+    )
+    message = ""
+    if done.status == "below target":
+        message = (
+            f"test {spec.target.metric} is not above the target {target}; the model was written to "
+            f"{done.written_to}, not the release (pass --release-failing to release it anyway)."
+        )
+    return TrainResult(
+        spec.name,
+        done.status,
+        target,
+        test=done.scores["test"],
+        message=message,
+        passed_target=done.info["target"]["passed"],
+        written_to=str(done.written_to),
     )
 
 
