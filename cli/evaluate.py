@@ -25,6 +25,7 @@ from diffplan.scoring.budget import parse_budget
 from diffplan_cli._common import (
     DEFAULT_MANIFEST,
     DEFAULT_RELEASE_ROOT,
+    InferenceThreadsOpt,
     JsonOpt,
     JsonOutOpt,
     ManifestOpt,
@@ -137,6 +138,7 @@ def evaluate(
     ] = None,
     json_stdout: JsonOpt = False,
     json_out: JsonOutOpt = None,
+    threads: InferenceThreadsOpt = 1,
 ) -> None:
     """Score models on any maps: accuracy, success, optimality at a planning budget that can scale."""
     if not data:
@@ -183,6 +185,7 @@ def evaluate(
             limit=limit,
             progress=lambda text, done, total: bar.update(task, completed=done, description=text),
             data_options={key: value for key, value in data_options.items() if value is not None},
+            threads=threads,
         )
     written = write_evaluation(report, output)
     if json_stdout or json_out is not None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from diffplan._threads import torch_threads
 from diffplan.envs import read_map
 from diffplan.errors import BadInputError
 from diffplan.planning import plan_map
@@ -16,6 +17,7 @@ from diffplan.release.checkpoint import load_model
 from diffplan.release.plotting import draw_plan
 from diffplan.scoring.budget import budget_knob, parse_budget
 from diffplan_cli._common import (
+    InferenceThreadsOpt,
     JsonOpt,
     JsonOutOpt,
     check_json_out,
@@ -134,6 +136,7 @@ def plan(
     ] = None,
     json_stdout: JsonOpt = False,
     json_out: JsonOutOpt = None,
+    threads: InferenceThreadsOpt = 1,
 ) -> None:
     """Plan on your own map: the path from a start (or the policy everywhere) drawn in the terminal."""
     check_json_out(json_out)
@@ -150,7 +153,8 @@ def plan(
     knob = budget_knob(planner)
     own = {"k": k, "max_iter": max_iter}[knob]
     setting = parse_budget(own if own is not None else budget)
-    result = plan_map(planner, read.maze, goal_cell, start=start_cell, budget=setting)
+    with torch_threads(threads):
+        result = plan_map(planner, read.maze, goal_cell, start=start_cell, budget=setting)
     if json_stdout or json_out is not None:
         emit_json(_payload(model, map_path, result), json_stdout, json_out)
     if not json_stdout:

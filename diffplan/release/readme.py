@@ -34,6 +34,9 @@ ALGORITHMS = {
     "GAT-VIN": "Graph-attention VIN: value iteration whose aggregation over neighbours is learned attention.",
     "GCN-VIN-v2": "Graph-convolutional VIN (v2): value iteration with graph convolutions over the maze "
     "graph.",
+    "Ensemble": "Ensemble of trained planners of one task: the mean of their action log-probabilities "
+    "(the log of the normalised geometric mean of their policies), every member run at one planning "
+    "budget k.",
 }
 
 # Symmetric planner -> its plain counterpart, compared on the same data in the README.
@@ -141,6 +144,11 @@ def _status(name: str, verdicts: dict[str, list[str]] | None, info: dict | None)
 
 
 def _recipe(spec: ModelSpec, info: dict | None) -> str:
+    if spec.members is not None:
+        return (
+            f"assembled from {', '.join(spec.members)} (their release checkpoints, no training); "
+            f"planning budget k={spec.model_args()['k']} for every member."
+        )
     run = (info or {}).get("training_run", {})
     args = ", ".join(f"{k}={v}" for k, v in sorted(spec.model_args().items())) or "defaults"
     parts = [f"{spec.optimizer} lr {spec.lr:g}", f"batch {spec.batch_size}", f"up to {spec.epochs} epochs"]

@@ -118,3 +118,17 @@ def test_results_never_go_into_the_release_and_min_success_gates(release):
     assert gated.exit_code == (1 if row["scores"]["success"] <= 0.9999 else 0)
     missing = _run("evaluate", "VIN_tiny", "--data", "nothing.npz")
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_scoring_runs_on_the_threads_asked_for_and_restores_torch_afterwards(release):
+    before = torch.get_num_threads()
+    result = _run("evaluate", "VIN_tiny", "--data", "data/tiny_grid.npz", "--json", "--limit", "2",
+                  "--manifest", release.manifest, "--output", "out1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["threads"] == 1  # the default: a busy machine is not oversubscribed
+    result = _run("evaluate", "VIN_tiny", "--data", "data/tiny_grid.npz", "--json", "--limit", "2",
+                  "--threads", "2", "--manifest", release.manifest, "--output", "out2")  # fmt: skip
+    assert result.exit_code == 0 and json.loads(result.stdout)["threads"] == 2
+    assert torch.get_num_threads() == before
+    result = _run("evaluate", "VIN_tiny", "--data", "data/tiny_grid.npz", "--threads", "0")
+    assert result.exit_code == 2 and "--threads" in result.output
