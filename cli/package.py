@@ -16,6 +16,8 @@ from diffplan.release.packaging import (
     VerifyResult,
     archive_stem,
     build_package,
+    read_baseline,
+    released_names,
     summary_json,
     verify_archive,
 )
@@ -102,6 +104,14 @@ def package(
     manifest: ManifestOpt = DEFAULT_MANIFEST,
     release_root: ReleaseRootOpt = DEFAULT_RELEASE_ROOT,
     dist: Annotated[Path, typer.Option("--dist", help="Folder for the archives.")] = Path("dist"),
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Release root of the previous release (e.g. pretrained_models): the README compares "
+            "each model with its model of the same name there and judges the release targets.",
+        ),
+    ] = None,
     threads: InferenceThreadsOpt = 1,
     jobs: ValidationJobsOpt = None,
     json_output: JsonOpt = False,
@@ -120,9 +130,12 @@ def package(
         return
     archive_stem(version)  # a bad version is refused before any work
     read_study(release_root)  # so is a broken generalization/results.json
+    if baseline is not None:
+        read_baseline(baseline)  # and a --baseline that is not a release
     spec = load_manifest(manifest)
     out = output_console(json_output)
-    report = run_validation(spec, None, release_root, threads=threads, jobs=jobs, out=out)
+    names = released_names(spec, release_root) if release_root.is_dir() else None
+    report = run_validation(spec, names, release_root, threads=threads, jobs=jobs, out=out)
     if not report.passed:
         print_report(report, out)
     result = build_package(
@@ -132,10 +145,13 @@ def package(
         version=version,
         allow_failing=allow_failing,
         report=report,
+        baseline_root=baseline,
     )
     if json_output or json_out is not None:
         emit_json(json.loads(summary_json(result)), json_output, json_out)
     if not json_output:
         _render_package(result)
+    for name, reason in result.not_released.items():
+        out.print(f"{name}: {reason}.", highlight=False, soft_wrap=True)
     if result.failing:
         out.print(f"[yellow]Packaged with failing models (--allow-failing):[/] {', '.join(result.failing)}.")

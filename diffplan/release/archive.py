@@ -392,8 +392,10 @@ def verify_archive(path: str | Path, *, sha256: str | None = None) -> VerifyResu
     In order, each step only when the previous ones found nothing: the archive's own sha256 against
     ``sha256`` (hex) or, when not given, its line in the ``SHA256SUMS`` beside the archive
     (``dist/SHA256SUMS``) if there is one; the archive read within the limits; its entries' safety; a
-    single top folder; every file against the embedded ``SHA256SUMS``; every checkpoint loadable with
-    ``weights_only=True`` as a release checkpoint and matching its ``_info.json``.
+    single top folder (or the one folder in it that holds every file, for a release packaged from a
+    sub-root: ``pretrained_models/v1.1/``); every file against the embedded ``SHA256SUMS``; every
+    checkpoint loadable with ``weights_only=True`` as a release checkpoint and matching its
+    ``_info.json``.
 
     Raises ``BadInputError`` for a missing archive or a malformed ``sha256``, ``ArchiveError`` for an
     archive refused unread or holding an unsafe checkpoint; other findings are ``problems``.
@@ -426,6 +428,14 @@ def verify_archive(path: str | Path, *, sha256: str | None = None) -> VerifyResu
         result.problems.append(f"expected one top folder, found {', '.join(sorted(tops)) or 'none'}")
         return result
     top = tops.pop()
+    inner = {PurePosixPath(name).parts[1] for name in files if len(PurePosixPath(name).parts) > 2}
+    if (
+        f"{top}/{SUMS_NAME}" not in files
+        and len(inner) == 1
+        and all(len(PurePosixPath(name).parts) > 2 for name in files)
+        and f"{top}/{next(iter(inner))}/{SUMS_NAME}" in files
+    ):
+        top = f"{top}/{inner.pop()}"  # a release of a sub-root: pretrained_models/v1.1/
     sums_name = f"{top}/{SUMS_NAME}"
     if sums_name not in files:
         result.problems.append(f"no {SUMS_NAME} in {top}/")

@@ -316,3 +316,305 @@ def plot_success(results: dict[str, Any], output: str | Path, rule: str = PLOT_R
     with atomic_path(output) as tmp:
         figure.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
     return output
+
+
+# --- this release against a baseline release (issue #18) ------------------------------------------
+
+# Release v1.1's targets, from issue #18, judged per model on the study's rows at the ``bfs`` budget
+# (success) and on the models' ``_info.json`` (15x15 test accuracy): grid planners success >= 98% at
+# 49x49; graph planners >= 97% at 29x29 and >= 95% at 49x49; at 15x15 every model keeps its manifest
+# target and loses at most 0.3 points of the baseline's test accuracy, and its success on the study's
+# 15x15 maps is >= 99.9% (grid) / >= 99.5% (graph). "A model that misses a target ships only if it beats
+# its v1.0 counterpart everywhere" (:data:`TargetReport.beats_baseline`).
+TARGET_RULE = "bfs"
+SUCCESS_TARGETS: dict[Task, tuple[tuple[int, float], ...]] = {
+    Task.GRID: ((15, 0.999), (49, 0.98)),
+    Task.GRAPH: ((15, 0.995), (29, 0.97), (49, 0.95)),
+}
+MAX_ACCURACY_LOSS = 0.003  # 15x15 test accuracy: at most 0.3 points below the baseline's
+# Row fields that name a study's test set beyond its size and map count, compared when both studies
+# record them (``run_study`` records none: its sets are ``study_data``'s, seeded by size).
+TEST_SET_FIELDS = ("data", "seed")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One study row's figures: accuracy and success (fractions), the maps scored, and whatever else
+    the row records about its test set (:data:`TEST_SET_FIELDS`, as ``(field, value)`` pairs)."""
+
+    accuracy: float
+    success: float
+    maps: int
+    test_set: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SideComparison:
+    """One model at one side and budget rule, in the baseline's study and in this release's (None where
+    that study has no row)."""
+
+    side: int
+    baseline: Scored | None
+    release: Scored | None
+
+    @property
+    def same_maps(self) -> bool | None:
+        """Whether both rows scored the same test set (map count, and the recorded test-set fields that
+        both have); None when either row is missing."""
+        if self.baseline is None or self.release is None:
+            return None
+        if self.baseline.maps != self.release.maps:
+            return False
+        a, b = dict(self.baseline.test_set), dict(self.release.test_set)
+        return all(a[key] == b[key] for key in set(a) & set(b))
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """A model of this release beside the same-named model of the baseline: training time (hours) and
+    15x15 test accuracy from each ``_info.json`` (``(baseline, release)``, None where missing), and per
+    budget rule one :class:`SideComparison` per side of the comparison."""
+
+    model: str
+    task: Task
+    counterpart: bool  # the baseline has a model of this name (metadata or study rows)
+    training_hours: tuple[float | None, float | None]
+    test_accuracy: tuple[float | None, float | None]
+    sides: tuple[tuple[str, tuple[SideComparison, ...]], ...]
+
+    def at(self, rule: str, side: int) -> SideComparison | None:
+        for found_rule, cells in self.sides:
+            if found_rule == rule:
+                return next((c for c in cells if c.side == side), None)
+        return None
+
+
+@dataclass(frozen=True)
+class MapCounts:
+    """Maps scored at one (task, side) by each study (the distinct counts; empty where not scored)."""
+
+    task: str
+    side: int
+    baseline: tuple[int, ...]
+    release: tuple[int, ...]
+
+    @property
+    def same(self) -> bool:
+        return self.baseline == self.release
+
+
+@dataclass(frozen=True)
+class ReleaseComparison:
+    """This release's models against the baseline's (:func:`compare_releases`)."""
+
+    sides: tuple[int, ...]
+    rules: tuple[str, ...]
+    models: tuple[ModelComparison, ...]
+    baseline_only: tuple[str, ...]  # the baseline's models with no model of that name here
+    maps: tuple[MapCounts, ...]
+    has_study: tuple[bool, bool]  # (baseline, release)
+
+    @property
+    def different_sets(self) -> list[MapCounts]:
+        """The (task, side) where the two studies scored different map counts, both having scored it."""
+        return [m for m in self.maps if m.baseline and m.release and not m.same]
+
+    @property
+    def different_cells(self) -> list[tuple[str, str, int]]:
+        """(model, rule, side) compared on different test sets (:attr:`SideComparison.same_maps`)."""
+        return [
+            (model.model, rule, cell.side)
+            for model in self.models
+            for rule, cells in model.sides
+            for cell in cells
+            if cell.same_maps is False
+        ]
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or isinstance(value, bool) else float(value)
+
+
+def _info_figures(info: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
+    """(training hours, test accuracy) of one ``_info.json``: ``model_stats.training_time_hours`` (what
+    the release README's model table shows) and ``performance.test_accuracy``."""
+    if not info:
+        return None, None
+    stats, perf = info.get("model_stats") or {}, info.get("performance") or {}
+    return _number(stats.get("training_time_hours")), _number(perf.get("test_accuracy"))
+
+
+def _scored(row: Mapping[str, Any] | None) -> Scored | None:
+    if row is None:
+        return None
+    recorded = tuple((key, str(row[key])) for key in TEST_SET_FIELDS if key in row)
+    return Scored(
+        float(row["scores"]["accuracy"]), float(row["scores"]["success"]), int(row["maps"]), recorded
+    )
+
+
+def compare_releases(
+    models: Sequence[tuple[str, Task]],
+    infos: Mapping[str, Mapping[str, Any] | None],
+    results: Mapping[str, Any] | None,
+    baseline_infos: Mapping[str, Mapping[str, Any] | None],
+    baseline_results: Mapping[str, Any] | None,
+) -> ReleaseComparison:
+    """Each model of this release (``models``: name and task, in release order) beside the same-named
+    model of the baseline release.
+
+    ``infos`` / ``baseline_infos``: ``_info.json`` per model name (None when unreadable; the baseline's
+    keys are its models); ``results`` / ``baseline_results``: each release's study (``results.json``),
+    or None. Sides: every side either study scored; rules: every rule either study has, ``bfs`` first,
+    then ``trained``, then any other in the order found. Pure: the same inputs give the same comparison.
+    """
+    rows = list((results or {}).get("rows", []))
+    base_rows = list((baseline_results or {}).get("rows", []))
+    sides = tuple(sorted({int(r["side"]) for r in rows + base_rows}))
+    found_rules = list(dict.fromkeys(r["rule"] for r in rows + base_rows))
+    rules = tuple(
+        sorted(found_rules, key=lambda r: (r != TARGET_RULE, RULES.index(r) if r in RULES else len(RULES)))
+    )
+    baseline_names = set(baseline_infos) | {r["model"] for r in base_rows}
+    compared = []
+    for name, task in models:
+        base_hours, base_accuracy = _info_figures(baseline_infos.get(name))
+        hours, accuracy = _info_figures(infos.get(name))
+        per_rule = []
+        for rule in rules:
+            cells = tuple(
+                SideComparison(
+                    side, _scored(_cell(base_rows, name, rule, side)), _scored(_cell(rows, name, rule, side))
+                )
+                for side in sides
+            )
+            per_rule.append((rule, cells))
+        compared.append(
+            ModelComparison(
+                name,
+                Task(task),
+                name in baseline_names,
+                (base_hours, hours),
+                (base_accuracy, accuracy),
+                tuple(per_rule),
+            )
+        )
+    here = {name for name, _ in models}
+    baseline_only = tuple(sorted(baseline_names - here))
+    base_maps = maps_per_size({"rows": base_rows})
+    release_maps = maps_per_size({"rows": rows})
+    maps = tuple(
+        MapCounts(
+            task,
+            side,
+            tuple(base_maps.get(task, {}).get(side, [])),
+            tuple(release_maps.get(task, {}).get(side, [])),
+        )
+        for task in sorted(set(base_maps) | set(release_maps), key=lambda t: [k.value for k in Task].index(t))
+        for side in sorted(set(base_maps.get(task, {})) | set(release_maps.get(task, {})))
+    )
+    return ReleaseComparison(
+        sides,
+        rules,
+        tuple(compared),
+        baseline_only,
+        maps,
+        (baseline_results is not None, results is not None),
+    )
+
+
+@dataclass(frozen=True)
+class TargetVerdict:
+    """One issue #18 target of one model: ``key`` (``accuracy_target``, ``accuracy_loss``,
+    ``success_<side>``), the target in words, the measured value (fraction; for ``accuracy_loss`` the
+    points lost, as a fraction) and whether it is met (None: not measured, or no baseline to compare)."""
+
+    key: str
+    target: str
+    measured: float | None
+    met: bool | None
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """A model's issue #18 targets and whether it beats its baseline counterpart everywhere.
+
+    ``beats_baseline``: accuracy and success at every side of the comparison at the ``bfs`` budget, and
+    the 15x15 test accuracy, each at least the baseline's (a tie counts: a model at 100% cannot do
+    better); None when the baseline has no such model or a figure is missing on either side. ``worse``:
+    where it is below the baseline."""
+
+    model: str
+    verdicts: tuple[TargetVerdict, ...]
+    beats_baseline: bool | None
+    worse: tuple[str, ...]
+
+    @property
+    def missed(self) -> list[TargetVerdict]:
+        return [v for v in self.verdicts if v.met is False]
+
+    @property
+    def unmeasured(self) -> list[TargetVerdict]:
+        return [v for v in self.verdicts if v.met is None]
+
+    def verdict(self, key: str) -> TargetVerdict | None:
+        return next((v for v in self.verdicts if v.key == key), None)
+
+
+def judge_targets(model: ModelComparison, minimum: float) -> TargetReport:
+    """The issue #18 targets (:data:`SUCCESS_TARGETS`, :data:`MAX_ACCURACY_LOSS`) of one compared model;
+    ``minimum``: its manifest target (test accuracy strictly above it, as ``diffplan validate`` judges)."""
+    base_accuracy, accuracy = model.test_accuracy
+    verdicts = [
+        TargetVerdict(
+            "accuracy_target",
+            f"15x15 test accuracy > {100 * minimum:.2f}% (manifest target)",
+            accuracy,
+            None if accuracy is None else accuracy > minimum,
+        )
+    ]
+    loss = None if accuracy is None or base_accuracy is None else base_accuracy - accuracy
+    verdicts.append(
+        TargetVerdict(
+            "accuracy_loss",
+            f"15x15 test accuracy at most {100 * MAX_ACCURACY_LOSS:.1f} points below the baseline's",
+            loss,
+            None if loss is None else round(loss, 9) <= MAX_ACCURACY_LOSS,
+        )
+    )
+    for side, bound in SUCCESS_TARGETS[model.task]:
+        cell = model.at(TARGET_RULE, side)
+        success = None if cell is None or cell.release is None else cell.release.success
+        verdicts.append(
+            TargetVerdict(
+                f"success_{side}",
+                f"success >= {100 * bound:.1f}% at {side}x{side} ({TARGET_RULE} budget)",
+                success,
+                None if success is None else success >= bound,
+            )
+        )
+    worse, complete = [], base_accuracy is not None and accuracy is not None
+    if complete and accuracy < base_accuracy:
+        worse.append("15x15 test accuracy")
+    for cell in next((cells for rule, cells in model.sides if rule == TARGET_RULE), ()):
+        if cell.baseline is None and cell.release is None:
+            continue  # a side neither study scored for this model (99x99 for graph planners)
+        if cell.baseline is None or cell.release is None:
+            complete = False
+            continue
+        for metric in ("accuracy", "success"):
+            if getattr(cell.release, metric) < getattr(cell.baseline, metric):
+                worse.append(f"{cell.side}x{cell.side} {metric}")
+    measured_sides = any(
+        cell.baseline is not None and cell.release is not None
+        for rule, cells in model.sides
+        if rule == TARGET_RULE
+        for cell in cells
+    )
+    if not model.counterpart:
+        beats = None
+    elif worse:
+        beats = False
+    else:
+        beats = True if complete and measured_sides else None
+    return TargetReport(model.model, tuple(verdicts), beats, tuple(worse))

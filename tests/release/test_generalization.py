@@ -155,6 +155,7 @@ def test_package_archives_the_study_files_and_puts_the_study_in_the_readme(relea
     readme = (release.release_root / "README.md").read_text()
     assert "## Generalisation" in readme and "| VIN_tiny | trained | 37.5 (50.0) | 37.5 (50.0) |" in readme
     assert "generalization/                   the generalization study" in readme
+    assert "## Against release" not in readme  # no --baseline, no comparison
 
 
 @pytest.mark.parametrize("text", ["not json", '{"rows": [{"model": "VIN_tiny"}]}'])
