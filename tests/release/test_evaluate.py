@@ -132,3 +132,28 @@ def test_scoring_runs_on_the_threads_asked_for_and_restores_torch_afterwards(rel
     assert torch.get_num_threads() == before
     result = _run("evaluate", "VIN_tiny", "--data", "data/tiny_grid.npz", "--threads", "0")
     assert result.exit_code == 2 and "--threads" in result.output
+
+
+def test_a_map_without_a_wall_border_is_planned_as_if_walled_in():
+    """Off the map is a wall: a map whose free cells touch its edge plans exactly as inside a wall ring
+    (the planner's own zero padding of the values would look like a free neighbour of value 0)."""
+    from diffplan.models import create_model
+    from diffplan.scoring.planner import run_planner
+
+    torch.manual_seed(0)
+    model = create_model("VIN", k=8, l_h=4, l_q=3, wall_mask=True, gamma=0.99, value_kernel="convex",
+                         state_reward=True).eval()  # fmt: skip
+    maze = torch.ones(1, 5, 6)
+    maze[0, 2, 1:4] = 0
+    goal = torch.zeros(1, 1, 5, 6)
+    goal[0, 0, 4, 5] = 1
+    walled = torch.nn.functional.pad(maze, (1, 1, 1, 1))
+    with torch.no_grad():
+        open_map = run_planner(model, {"maze": maze, "goal": goal}, "grid")
+        ring = model(walled, torch.nn.functional.pad(goal, (1, 1, 1, 1)))
+        bordered = run_planner(
+            model, {"maze": walled, "goal": torch.nn.functional.pad(goal, (1, 1, 1, 1))}, "grid"
+        )
+    assert open_map.logits.shape == (1, 4, 5, 6)
+    assert torch.equal(open_map.logits, ring.logits[..., 1:-1, 1:-1])
+    assert torch.equal(bordered.logits, ring.logits)  # a map with its own border takes the plain path
