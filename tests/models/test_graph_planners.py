@@ -16,6 +16,7 @@ import torch
 from diffplan.envs.actions import ACTION_DELTAS, FLIP_LR_ACTION_PERM, FLIP_UD_ACTION_PERM, ROT90_ACTION_PERM
 from diffplan.errors import BadInputError
 from diffplan.models import create_model, get_model_entry, list_models
+from diffplan.models.graph._geometry import edge_geometry
 from diffplan.models.graph._readout import MISSING_LOGIT
 from diffplan.task import Task
 
@@ -354,3 +355,81 @@ def test_k_train_draws_the_steps_of_each_training_pass_and_eval_runs_k(monkeypat
 def test_a_bad_k_train_is_refused_for_graph_planners():
     with pytest.raises(BadInputError, match="k_train"):
         build("GCN-VIN-v2", k_train=[9, 2])
+
+
+def convex_mp_vin(**overrides) -> torch.nn.Module:
+    return build("MP-VIN", value_step="convex", gamma=0.9, **overrides)
+
+
+def test_the_convex_step_starts_as_one_neighbour_shifts():
+    """At initialisation channel c backs up the value of the neighbour in direction c mod 5 (N, W, S,
+    E, stay): q_c = r + gamma * v(neighbour), within the softmax's 1e-3 of the other senders."""
+    model = convex_mp_vin(l_q=5).eval()
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    h, w = MAZE.shape
+    geo = edge_geometry(x[:, :2], edge_index)
+    v = torch.arange(h * w, dtype=torch.float32)[:, None]
+    with torch.no_grad():
+        node = torch.cat([torch.relu(model.h(geo, x[:, 2:])), x[:, 2:]], dim=-1)
+        q = model.q.step(model.q.prepare(geo, node, x[:, :2]), torch.zeros(h * w, 1), v)
+    centre = 2 * w + 2  # (2, 2) has all four neighbours
+    for c, (dy, dx) in enumerate([*ACTION_DELTAS, (0, 0)]):
+        assert float(q[centre, c]) == pytest.approx(0.9 * float(v[centre + dy * w + dx]), abs=1e-2)
+
+
+def test_the_convex_step_is_a_gamma_contraction_whatever_its_weights():
+    """Sender weights sum to one per receiver and channel, so |step(a) - step(b)| <= gamma |a - b| in
+    the max norm, a constant added to v comes out times gamma, and K = 2000 steps stay within
+    max |r| / (1 - gamma) of zero."""
+    model = convex_mp_vin()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 3.0)
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    geo = edge_geometry(x[:, :2], edge_index)
+    node = torch.cat([torch.relu(model.h(geo, x[:, 2:])), x[:, 2:]], dim=-1)
+    ctx = model.q.prepare(geo, node, x[:, :2])
+    totals = torch.zeros(25, ctx.weights.shape[1]).index_add_(0, ctx.dst, ctx.weights)
+    torch.testing.assert_close(totals, torch.ones_like(totals))
+    r = torch.randn(25, 1)
+    a, b = torch.randn(25, 1) * 10, torch.randn(25, 1) * 10
+    gap = (model.q.step(ctx, r, a) - model.q.step(ctx, r, b)).abs().max()
+    assert float(gap) <= 0.9 * float((a - b).abs().max()) + 1e-5
+    torch.testing.assert_close(model.q.step(ctx, r, a + 7.0), model.q.step(ctx, r, a) + 0.9 * 7.0)
+    model.eval()
+    model.k = 2000
+    with torch.no_grad():
+        out = model(x, edge_index)
+        rewards = model.r(node)
+    assert torch.isfinite(out.logits).all()
+    assert float(out.values.abs().max()) <= float(rewards.abs().max()) / (1 - 0.9) + 1e-3
+
+
+@pytest.mark.parametrize("cont_action", [False, True])
+def test_mp_vin_with_the_convex_step_trains_reloads_and_ignores_where_the_maze_lies(cont_action):
+    model = convex_mp_vin(cont_action=cont_action)
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    out = model(x, edge_index)
+    out.logits.square().sum().backward()
+    assert all(p.grad is not None for p in model.q.parameters())
+    assert float(model.q.direction.grad.abs().sum()) > 0
+    clone = create_model("MP-VIN", **model.config)
+    clone.load_state_dict(model.state_dict(), strict=True)
+    moved = x.clone()
+    moved[:, :2] += torch.tensor([40.0, -13.0])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(moved, edge_index).logits, model(x, edge_index).logits)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(value_step="attention"), "value_step"),
+        (dict(value_step="convex", gamma=1.0), "gamma"),
+        (dict(value_step="convex", neighbour_skip=True), "neighbour_skip"),
+    ],
+)
+def test_bad_convex_step_settings_are_refused_with_a_clear_error(kwargs, message):
+    with pytest.raises(BadInputError, match=message):
+        build("MP-VIN", **kwargs)
