@@ -191,10 +191,17 @@ def expected_output(logits: torch.Tensor, transform, perm: np.ndarray, cont_acti
 @pytest.mark.parametrize(
     "group,symmetry", [(g, s) for g, syms in GROUP_SYMMETRIES.items() for s in syms], ids=lambda v: str(v)
 )
-def test_sym_mp_vin_positions_rotated_or_reflected_about_any_point(group, symmetry, cont_action):
-    """Positions transformed about an arbitrary point, features and edges unchanged (float64, exact)."""
+@pytest.mark.parametrize("value_step", ["mlp", "convex"])
+def test_sym_mp_vin_positions_rotated_or_reflected_about_any_point(group, symmetry, cont_action, value_step):
+    """Positions transformed about an arbitrary point, features and edges unchanged (float64, exact);
+    the convex step's weights are moved off their initial shifts first, so every term is exercised."""
     transform, perm = GROUP_SYMMETRIES[group][symmetry]
-    model = build("Sym-MP-VIN", cont_action, group=group).double().eval()
+    model = build("Sym-MP-VIN", cont_action, group=group, value_step=value_step).double().eval()
+    if value_step == "convex":
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for parameter in model.q.parameters():
+                parameter.add_(torch.randn_like(parameter))
     x, edge_index = lattice_graph(MAZE, GOAL)
     x = x.double()
     centre = torch.tensor([1.3, -0.7], dtype=torch.float64)
@@ -216,10 +223,11 @@ def test_sym_mp_vin_positions_rotated_or_reflected_about_any_point(group, symmet
     ],
     ids=["rot90", "flip_lr", "flip_ud"],
 )
-def test_sym_mp_vin_on_the_transformed_maze_follows_design_section_3(symmetry, grid_op, cont_action):
+@pytest.mark.parametrize("value_step", ["mlp", "convex"])
+def test_sym_mp_vin_on_the_transformed_maze_follows_design_section_3(symmetry, grid_op, cont_action, value_step):
     """The maze itself rotated with rot90 / flipped and rebuilt as a graph: each cell's policy follows it."""
     transform, perm = GROUP_SYMMETRIES["d4"][symmetry]
-    model = build("Sym-MP-VIN", cont_action).double().eval()
+    model = build("Sym-MP-VIN", cont_action, value_step=value_step).double().eval()
     cells = np.arange(MAZE.size).reshape(MAZE.shape)
     goal_map = np.zeros(MAZE.shape, dtype=int)
     goal_map[GOAL] = 1
@@ -389,7 +397,7 @@ def test_the_convex_step_is_a_gamma_contraction_whatever_its_weights():
     geo = edge_geometry(x[:, :2], edge_index)
     node = torch.cat([torch.relu(model.h(geo, x[:, 2:])), x[:, 2:]], dim=-1)
     ctx = model.q.prepare(geo, node, x[:, :2])
-    totals = torch.zeros(25, ctx.weights.shape[1]).index_add_(0, ctx.dst, ctx.weights)
+    totals = torch.zeros(25, ctx.weights[0].numel()).index_add_(0, ctx.dst, ctx.weights.flatten(1))
     torch.testing.assert_close(totals, torch.ones_like(totals))
     r = torch.randn(25, 1)
     a, b = torch.randn(25, 1) * 10, torch.randn(25, 1) * 10
@@ -433,3 +441,15 @@ def test_mp_vin_with_the_convex_step_trains_reloads_and_ignores_where_the_maze_l
 def test_bad_convex_step_settings_are_refused_with_a_clear_error(kwargs, message):
     with pytest.raises(BadInputError, match=message):
         build("MP-VIN", **kwargs)
+
+
+def test_sym_mp_vin_with_the_convex_step_trains_and_reloads():
+    model = build("Sym-MP-VIN", value_step="convex", gamma=0.9)
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    model(x, edge_index).logits.square().sum().backward()
+    assert float(model.q.direction.grad.abs().sum()) > 0
+    assert "q.frames" not in model.state_dict()
+    clone = create_model("Sym-MP-VIN", **model.config)
+    clone.load_state_dict(model.state_dict(), strict=True)
+    with pytest.raises(BadInputError, match="value_step"):
+        build("Sym-MP-VIN", value_step="attention")

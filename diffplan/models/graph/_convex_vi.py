@@ -19,8 +19,20 @@ the stay channels put 10 on the self-loop instead) and the MLP's output layer at
 initialisation each channel moves the value of one neighbour, as the grid planners' shift-initialised
 kernels do: the goal's value reaches every cell within K steps from the first batch.
 
-Shapes: ``prepare(geo, p)``: geo over V nodes (self-loops added here), p (V, node_dim) -> weights (E', C).
-``step(ctx, r, v)``: r (V, 1), v (V, 1) -> q (V, C).
+Equivariant form (Sym-MP-VIN): with ``frames`` A_g (G, 2, 2), one per group channel g of a regular
+field, every channel runs its own copy of the step on v_g and r_g, seeing the geometry in its own frame:
+
+    w_ijgc = softmax_j( MLP_c([A_g (pos_j - pos_i), p_i, p_j]) + u_c . A_g (pos_j - pos_i) + s_c [j = i] )
+    q_igc  = r_ig + gamma * sum_j w_ijgc v_jg
+
+With A_g = rho(g)^-1 (rho: the standard representation, g the element whose regular-representation
+matrix sends channel 0 to channel g) and invariant node features p, transforming the map by t permutes
+the channels exactly as the regular representation does, so q and v stay regular fields. Plain MP-VIN
+is the case G = 1, A = identity.
+
+Shapes: ``prepare(geo, p, pos)``: geo over V nodes (self-loops added here), p (V, node_dim), pos (V, 2)
+-> weights (E', G, C). ``step(ctx, r, v)``: r (V, G), v (V, G) -> q (V, G, C); for G = 1 also
+r (V, 1), v (V, 1) -> q (V, C).
 """
 
 from __future__ import annotations
@@ -28,12 +40,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
 from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
 from diffplan.errors import BadInputError
-from diffplan.models.graph._geometry import EdgeGeometry, edge_geometry, edge_linear
+from diffplan.models.graph._geometry import EdgeGeometry, edge_geometry
 
 # Initial logit of the preferred sender of each channel over the others: softmax weight ~ 1 - 4e-5.
 _SHIFT_LOGIT = 10.0
@@ -44,7 +57,7 @@ class ConvexContext(NamedTuple):
 
     src: Tensor  # (E',) senders, self-loops included
     dst: Tensor  # (E',) receivers
-    weights: Tensor  # (E', C), summing to 1 over the incoming edges of each receiver, per channel
+    weights: Tensor  # (E', G, C), summing to 1 over the incoming edges of each receiver, per (g, c)
     num_nodes: int
 
 
@@ -52,13 +65,18 @@ class ConvexValueStep(nn.Module):
     """The convex graph value step (module doc).
 
     Args:
-        node_dim: size of the static node features p the sender weights read.
+        node_dim: size of the static node features p the sender weights read (invariant ones when
+            ``frames`` is given).
         hidden: hidden width of the weight MLP.
-        channels: Q channels C (v is their max).
+        channels: Q channels C per group channel (v is their max).
         gamma: the discount in (0, 1): the step's contraction factor.
+        frames: None (plain) or (G, 2, 2) the matrices A_g applied to ``pos_j - pos_i`` for group
+            channel g (equivariant form; not part of the state dict, which keeps the plain keys).
     """
 
-    def __init__(self, node_dim: int, hidden: int, channels: int, gamma: float) -> None:
+    def __init__(
+        self, node_dim: int, hidden: int, channels: int, gamma: float, frames: Tensor | None = None
+    ) -> None:
         super().__init__()
         if not 0.0 < float(gamma) < 1.0:
             raise BadInputError(f"gamma of the convex value step must lie strictly between 0 and 1, got {gamma!r}.")
@@ -76,19 +94,41 @@ class ConvexValueStep(nn.Module):
         self.direction = nn.Parameter(torch.tensor(direction, dtype=torch.float32))  # u_c
         stay = [_SHIFT_LOGIT if slot == NUM_ACTIONS else 0.0 for slot in slots]
         self.stay = nn.Parameter(torch.tensor(stay, dtype=torch.float32))  # s_c
+        self.register_buffer("frames", None if frames is None else frames.float(), persistent=False)
 
     def prepare(self, geo: EdgeGeometry, p: Tensor, pos: Tensor) -> ConvexContext:
         """Sender weights for the edges of ``geo`` plus one self-loop per node (``pos``: (V, 2))."""
         looped = edge_geometry(pos, geo.edge_index, self_loops=True)
-        hidden = torch.relu(edge_linear(looped, p, self.hid.weight, self.hid.bias))
-        logits = self.logit(hidden) + looped.rel @ self.direction.T
+        rel = looped.rel[:, None, :]  # (E', 1, 2)
+        if self.frames is not None:
+            rel = torch.einsum("gab,eb->ega", self.frames.to(rel), looped.rel)  # (E', G, 2)
+        n = p.shape[1]
+        w = self.hid.weight
+        node = (p @ w[:, 2 : 2 + n].T).index_select(0, looped.dst) + (p @ w[:, 2 + n :].T).index_select(0, looped.src)
+        hidden = torch.relu(F.linear(rel, w[:, :2], self.hid.bias) + node[:, None, :])
+        logits = self.logit(hidden) + rel @ self.direction.T  # (E', G, C)
         is_self = (looped.src == looped.dst).to(logits.dtype)
-        logits = logits + is_self[:, None] * self.stay
-        weights = softmax(logits, looped.dst, num_nodes=looped.num_nodes)
-        return ConvexContext(looped.src, looped.dst, weights, looped.num_nodes)
+        logits = logits + is_self[:, None, None] * self.stay
+        edges, groups, channels = logits.shape
+        weights = softmax(logits.reshape(edges, -1), looped.dst, num_nodes=looped.num_nodes)
+        return ConvexContext(looped.src, looped.dst, weights.view(edges, groups, channels), looped.num_nodes)
 
     def step(self, ctx: ConvexContext, r: Tensor, v: Tensor) -> Tensor:
-        """q (V, C) from the rewards r (V, 1) and values v (V, 1)."""
-        messages = ctx.weights * v.index_select(0, ctx.src)
-        backed_up = messages.new_zeros(ctx.num_nodes, messages.shape[1]).index_add_(0, ctx.dst, messages)
-        return r + self.gamma * backed_up
+        """q (V, G, C) from the rewards r (V, G) and values v (V, G); (V, C) when G = 1 and plain."""
+        messages = ctx.weights * v.index_select(0, ctx.src)[:, :, None]
+        backed_up = messages.new_zeros(ctx.num_nodes, *messages.shape[1:]).index_add_(0, ctx.dst, messages)
+        q = r[:, :, None] + self.gamma * backed_up
+        return q[:, 0] if self.frames is None else q
+
+
+def regular_frames(gspace) -> Tensor:
+    """(G, 2, 2) A_g = rho(g)^-1 for the group channels of escnn's regular representation of ``gspace``
+    (channel g: the element whose regular matrix sends channel 0 to g), rho its standard representation."""
+    from diffplan.models.graph._escnn import standard_repr
+
+    std, regular = standard_repr(gspace), gspace.regular_repr
+    frames = [None] * gspace.fibergroup.order()
+    for element in gspace.fibergroup.elements:
+        channel = int(abs(torch.as_tensor(regular(element))[:, 0]).argmax())
+        frames[channel] = torch.as_tensor(std(element), dtype=torch.float32).T  # orthogonal: T = inverse
+    return torch.stack(frames)

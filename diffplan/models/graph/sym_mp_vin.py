@@ -27,9 +27,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from diffplan.models._checks import check_k_range, steps_this_pass
+from diffplan.models._checks import check_choice, check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
+from diffplan.models.graph._convex_vi import ConvexValueStep, regular_frames
 from diffplan.models.graph._escnn import EqEdgeReadout, EqMessagePassing, EqMLP, no_base_gspace, standard_repr
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import value_iteration
@@ -56,6 +57,13 @@ class SymMPVIN(nn.Module):
         no_equiv_policy: plain (non-equivariant) read-out.
         k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
             steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
+        value_step: "mlp" (the equivariant message-passing Q layer) or "convex" (release v1.1: the
+            equivariant form of MP-VIN's convex step, ``_convex_vi.py``: each group channel g backs up
+            ``q = r_g + gamma * sum_j w_jg v_jg`` with sender weights that sum to one, read in g's frame
+            from the geometry and the encoder's invariants (max and mean of each field over its
+            channels) by an MLP of ``mp_q * |G|`` hidden units shared by all channels). The read-out
+            then sees ``[q - v, r]``.
+        gamma: the discount of the convex step, in (0, 1); unused by "mlp".
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -77,6 +85,8 @@ class SymMPVIN(nn.Module):
         cont_action: bool = False,
         no_equiv_policy: bool = False,
         k_train: list[int] | None = None,
+        value_step: str = "mlp",
+        gamma: float = 0.99,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -90,10 +100,17 @@ class SymMPVIN(nn.Module):
         std, flag, reg = standard_repr(gs), gs.trivial_repr, gs.regular_repr
         self.h = EqMessagePassing(gs, [std], static=[flag, flag], dynamic=[], hidden=mp_h, out=[reg] * l_h)
         self.r = EqMLP(gs.type(*[reg] * l_h, flag, flag), mp_h, gs.type(reg))
-        self.q = EqMessagePassing(
-            gs, [std], static=[reg], dynamic=[reg], hidden=mp_q, out=[reg] * l_q, neighbour_skip=True
-        )
-        policy_fields = [reg] * l_q + [reg, reg]  # [q, v, r]
+        self.value_step = check_choice("value_step", value_step, ("mlp", "convex"))
+        if self.value_step == "convex":
+            self.q = ConvexValueStep(
+                2 * l_h + 2, mp_q * self.group_size, l_q, gamma, frames=regular_frames(gs)
+            )
+        else:
+            self.q = EqMessagePassing(
+                gs, [std], static=[reg], dynamic=[reg], hidden=mp_q, out=[reg] * l_q, neighbour_skip=True
+            )
+        # [q, v, r]; with the convex step [q - v, r]
+        policy_fields = [reg] * l_q + ([reg] if self.value_step == "convex" else [reg, reg])
         if no_equiv_policy:
             size = gs.type(*policy_fields).size
             self.pi = EdgeReadout(size, readout_hidden * self.group_size, cont_action=cont_action)
@@ -106,18 +123,25 @@ class SymMPVIN(nn.Module):
         flags = x[:, 2:]
         h = torch.relu(self.h(geo, flags))  # ReLU acts pointwise on regular fields: equivariant
         r = self.r(torch.cat([h, flags], dim=-1))
-        ctx = self.q.prepare(geo, r)
         n, g = x.shape[0], self.group_size
+        steps = steps_this_pass(self.k, self.k_train, self.training)
+        if self.value_step == "convex":
+            fields = h.view(n, -1, g)  # invariants of each regular field: max and mean over its channels
+            invariant = torch.cat([fields.amax(-1), fields.mean(-1), flags], dim=-1)
+            ctx = self.q.prepare(geo, invariant, x[:, :2])
+            q, v, residual = value_iteration(
+                lambda v: self.q.step(ctx, r, v), lambda q: q.amax(-1), r.new_zeros(n, g), steps
+            )
+            advantage = (q - v[:, :, None]).transpose(1, 2).reshape(n, -1)  # (V, l_q * G), field-major
+            values = v.amax(-1, keepdim=True)
+            logits = self.pi(geo, torch.cat([advantage, r], dim=-1), values)
+            return PlanOutput(logits=logits, values=values, stats={"vi_residual": residual})
+        ctx = self.q.prepare(geo, r)
 
         def max_over_fields(q: Tensor) -> Tensor:  # per group channel, so v stays a regular field
             return q.view(n, self.l_q, g).amax(1)
 
-        q, v, residual = value_iteration(
-            lambda v: self.q.step(ctx, v),
-            max_over_fields,
-            r.new_zeros(n, g),
-            steps_this_pass(self.k, self.k_train, self.training),
-        )
+        q, v, residual = value_iteration(lambda v: self.q.step(ctx, v), max_over_fields, r.new_zeros(n, g), steps)
         values = v.amax(-1, keepdim=True)  # invariant
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), values)
         return PlanOutput(logits=logits, values=values, stats={"vi_residual": residual})
