@@ -453,3 +453,59 @@ def test_sym_mp_vin_with_the_convex_step_trains_and_reloads():
     clone.load_state_dict(model.state_dict(), strict=True)
     with pytest.raises(BadInputError, match="value_step"):
         build("Sym-MP-VIN", value_step="attention")
+
+
+CONVEX = {
+    "MP-VIN": dict(value_step="convex", gamma=0.9),
+    "Sym-MP-VIN": dict(value_step="convex", gamma=0.9),
+    "GAT-VIN": dict(value_step="convex", gamma=0.9, heads=4),
+}
+
+
+@pytest.mark.parametrize("cont_action", [False, True], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("name", sorted(CONVEX))
+def test_a_convex_step_reaches_its_fixed_point_whatever_its_weights(name, cont_action):
+    """A gamma-contraction: from any weights, 400 and 800 steps give the same values and logits."""
+    model = build(name, cont_action, **CONVEX[name]).double().eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    outputs = []
+    for k in (400, 800):
+        model.k = k
+        with torch.no_grad():
+            outputs.append(model(x.double(), edge_index))
+    assert torch.isfinite(outputs[1].values).all()
+    torch.testing.assert_close(outputs[0].values, outputs[1].values, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(outputs[0].logits, outputs[1].logits, rtol=1e-9, atol=1e-9)
+    clone = create_model(name, **model.config)
+    clone.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_gat_vin_convex_heads_start_by_attending_to_one_neighbour():
+    """Head c attends to the neighbour in direction c mod 5 (N, W, S, E, then the node itself)."""
+    model = build("GAT-VIN", l_q=5, heads=5, value_step="convex")
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    geo = edge_geometry(x[:, :2], edge_index, self_loops=True)
+    node = torch.cat([torch.nn.functional.elu(model.h(x[:, 2:], geo.edge_index, geo.rel)), x[:, 2:]], dim=-1)
+    is_self = (geo.src == geo.dst).float()[:, None]
+    with torch.no_grad():
+        _, (edges, alpha) = model.q(node, geo.edge_index, torch.cat([geo.rel, is_self], -1), return_attention_weights=True)
+    w = MAZE.shape[1]
+    centre = 2 * w + 2
+    for c, (dy, dx) in enumerate([*ACTION_DELTAS, (0, 0)]):
+        into_centre = edges[1] == centre
+        top = edges[0][into_centre][alpha[into_centre, c].argmax()]
+        assert int(top) == centre + dy * w + dx
+        assert float(alpha[into_centre, c].max()) > 0.99
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [(dict(value_step="convex", heads=2), "heads"), (dict(value_step="convex", heads=4, value_bound=0.9), "value_bound")],
+)
+def test_gat_vin_convex_settings_are_checked(kwargs, message):
+    with pytest.raises(BadInputError, match=message):
+        build("GAT-VIN", **kwargs)

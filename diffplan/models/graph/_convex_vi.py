@@ -45,11 +45,11 @@ from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
 from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
-from diffplan.errors import BadInputError
+from diffplan.models._checks import check_discount
 from diffplan.models.graph._geometry import EdgeGeometry, edge_geometry
 
 # Initial logit of the preferred sender of each channel over the others: softmax weight ~ 1 - 4e-5.
-_SHIFT_LOGIT = 10.0
+SHIFT_LOGIT = 10.0
 
 
 class ConvexContext(NamedTuple):
@@ -78,9 +78,7 @@ class ConvexValueStep(nn.Module):
         self, node_dim: int, hidden: int, channels: int, gamma: float, frames: Tensor | None = None
     ) -> None:
         super().__init__()
-        if not 0.0 < float(gamma) < 1.0:
-            raise BadInputError(f"gamma of the convex value step must lie strictly between 0 and 1, got {gamma!r}.")
-        self.gamma = float(gamma)
+        self.gamma = check_discount(gamma)
         self.hid = nn.Linear(2 + 2 * node_dim, hidden)
         self.logit = nn.Linear(hidden, channels)
         nn.init.zeros_(self.logit.weight)
@@ -89,10 +87,10 @@ class ConvexValueStep(nn.Module):
         # from Python lists: models are also built on the meta device, where masked indexing fails.
         slots = [c % (NUM_ACTIONS + 1) for c in range(channels)]
         direction = [
-            [_SHIFT_LOGIT * d for d in ACTION_DELTAS[slot]] if slot < NUM_ACTIONS else [0.0, 0.0] for slot in slots
+            [SHIFT_LOGIT * d for d in ACTION_DELTAS[slot]] if slot < NUM_ACTIONS else [0.0, 0.0] for slot in slots
         ]
         self.direction = nn.Parameter(torch.tensor(direction, dtype=torch.float32))  # u_c
-        stay = [_SHIFT_LOGIT if slot == NUM_ACTIONS else 0.0 for slot in slots]
+        stay = [SHIFT_LOGIT if slot == NUM_ACTIONS else 0.0 for slot in slots]
         self.stay = nn.Parameter(torch.tensor(stay, dtype=torch.float32))  # s_c
         self.register_buffer("frames", None if frames is None else frames.float(), persistent=False)
 

@@ -13,6 +13,18 @@ planner is translation invariant. Every node gets a self-loop with relative posi
 
 The Q layer's edge term of the attention logits depends only on geometry, so ``_StaticEdgeGATConv``
 (a GATConv taking that term precomputed) computes it once per forward pass instead of once per step.
+
+With ``value_step="convex"`` (release v1.1) the attention no longer sees v. One GATConv over the static
+node features [h, flags], with edge features [pos_j - pos_i, is_self] and one head per Q channel, gives
+once per forward pass each channel's attention alpha_ijc (summing to one over the senders j of i) and
+its output b_ic; a step is then
+
+    q_ic = r_i + b_ic + gamma * sum_j alpha_ijc v_j,      v_i = max_c q_ic
+
+a gamma-contraction whatever was learned (the convex step of ``_convex_vi.py`` with GAT's attention as
+the sender weights). The edge weights start as 10 times the unit move of action ``c mod 5`` (N, W, S, E,
+stay on the self-loop) and the node terms of the logits at zero, so each head starts by moving one
+neighbour's value.
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ from torch_geometric.nn import GATConv
 from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
-from diffplan.models._checks import check_k_range, steps_this_pass
+from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
+from diffplan.models._checks import check_choice, check_discount, check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
+from diffplan.models.graph._convex_vi import SHIFT_LOGIT
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import bound_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
@@ -71,6 +85,10 @@ class GATVIN(nn.Module):
             cannot diverge (``_graph_vi.bound_value_weight``); None: unbounded, as published.
         k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
             steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
+        value_step: "mlp" (the published Q layer: GATConv over [r, v]) or "convex" (module doc; needs
+            ``heads == l_q``, one head per Q channel, and no ``value_bound``). The read-out then sees
+            ``[q - v, r]``.
+        gamma: the discount of the convex step, in (0, 1); unused by "mlp".
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -89,6 +107,8 @@ class GATVIN(nn.Module):
         cont_action: bool = False,
         value_bound: float | None = None,
         k_train: list[int] | None = None,
+        value_step: str = "mlp",
+        gamma: float = 0.99,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -100,6 +120,18 @@ class GATVIN(nn.Module):
         self.k = k
         self.h = GATConv(2, l_h, edge_dim=2, add_self_loops=False)
         self.r = nn.Sequential(nn.Linear(l_h + 2, readout_hidden), nn.ReLU(), nn.Linear(readout_hidden, 1))
+        self.value_step = check_choice("value_step", value_step, ("mlp", "convex"))
+        if self.value_step == "convex":
+            if heads != l_q or value_bound is not None:
+                raise BadInputError(
+                    "GAT-VIN: value_step convex takes one attention head per Q channel and no value_bound; "
+                    f"set heads equal to l_q ({l_q}) and drop value_bound."
+                )
+            self.gamma = check_discount(gamma)
+            self.q = GATConv(l_h + 2, 1, heads=l_q, edge_dim=3, add_self_loops=False)
+            _start_as_shifts(self.q)
+            self.pi = EdgeReadout(node_dim=l_q + 1, hidden=readout_hidden, cont_action=cont_action)
+            return
         self.q = _StaticEdgeGATConv(2, l_q // heads, heads=heads)
         self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
         if value_bound is not None:
@@ -112,6 +144,8 @@ class GATVIN(nn.Module):
         flags = x[:, 2:]
         h = F.elu(self.h(flags, ei, rel))
         r = self.r(torch.cat([h, flags], dim=-1))
+        if self.value_step == "convex":
+            return self._convex_forward(geo, torch.cat([h, flags], dim=-1), r)
         edge_logits = self.q.edge_logits(rel)
         q, v, residual = value_iteration(
             lambda v: self.q(torch.cat([r, v], dim=-1), ei, edge_logits),
@@ -121,3 +155,40 @@ class GATVIN(nn.Module):
         )
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
         return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})
+
+    def _convex_forward(self, geo, node: Tensor, r: Tensor) -> PlanOutput:
+        is_self = (geo.src == geo.dst).to(geo.rel.dtype)[:, None]
+        b, (edge_index, alpha) = self.q(
+            node, geo.edge_index, torch.cat([geo.rel, is_self], dim=-1), return_attention_weights=True
+        )  # b (V, C); alpha (E, C) over the edges of geo, in its order
+        src, dst = edge_index
+        static = r + b
+
+        def step(v: Tensor) -> Tensor:
+            backed_up = torch.zeros_like(static).index_add_(0, dst, alpha * v.index_select(0, src))
+            return static + self.gamma * backed_up
+
+        q, v, residual = value_iteration(
+            step,
+            lambda q: q.amax(-1, keepdim=True),
+            torch.zeros_like(r),
+            steps_this_pass(self.k, self.k_train, self.training),
+        )
+        logits = self.pi(geo, torch.cat([q - v, r], dim=-1), v)
+        return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})
+
+
+def _start_as_shifts(conv: GATConv) -> None:
+    """Head c's attention logit starts as 10 times the unit move of action ``c mod 5`` (N, W, S, E as
+    ``ACTION_DELTAS``, then stay: the self-loop flag) from the edge features [dy, dx, is_self], with the
+    node terms at zero, so head c first moves the value of one neighbour."""
+    heads = conv.heads
+    rows = []
+    for c in range(heads):
+        slot = c % (NUM_ACTIONS + 1)
+        rows.append([*(SHIFT_LOGIT * d for d in ACTION_DELTAS[slot]), 0.0] if slot < NUM_ACTIONS else [0.0, 0.0, SHIFT_LOGIT])
+    with torch.no_grad():
+        conv.lin_edge.weight.copy_(torch.tensor(rows, dtype=conv.lin_edge.weight.dtype))  # (heads * 1, 3)
+        conv.att_edge.fill_(1.0)
+        conv.att_src.zero_()
+        conv.att_dst.zero_()
