@@ -47,5 +47,7 @@ def steps_this_pass(k: int, k_train: tuple[int, int] | None, training: bool) -> 
 def check_discount(gamma: float) -> float:
     """``gamma`` as a float strictly between 0 and 1 (a contraction factor), else BadInputError."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < float(gamma) < 1.0:
-        raise BadInputError(f"gamma of the convex value step must lie strictly between 0 and 1, got {gamma!r}.")
+        raise BadInputError(
+            f"gamma of the convex value step must lie strictly between 0 and 1, got {gamma!r}."
+        )
     return float(gamma)

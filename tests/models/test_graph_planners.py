@@ -224,7 +224,9 @@ def test_sym_mp_vin_positions_rotated_or_reflected_about_any_point(group, symmet
     ids=["rot90", "flip_lr", "flip_ud"],
 )
 @pytest.mark.parametrize("value_step", ["mlp", "convex"])
-def test_sym_mp_vin_on_the_transformed_maze_follows_design_section_3(symmetry, grid_op, cont_action, value_step):
+def test_sym_mp_vin_on_the_transformed_maze_follows_design_section_3(
+    symmetry, grid_op, cont_action, value_step
+):
     """The maze itself rotated with rot90 / flipped and rebuilt as a graph: each cell's policy follows it."""
     transform, perm = GROUP_SYMMETRIES["d4"][symmetry]
     model = build("Sym-MP-VIN", cont_action, value_step=value_step).double().eval()
@@ -459,6 +461,7 @@ CONVEX = {
     "MP-VIN": dict(value_step="convex", gamma=0.9),
     "Sym-MP-VIN": dict(value_step="convex", gamma=0.9),
     "GAT-VIN": dict(value_step="convex", gamma=0.9, heads=4),
+    "GCN-VIN-v2": dict(value_step="convex", gamma=0.9, relations=4),
 }
 
 
@@ -492,7 +495,9 @@ def test_gat_vin_convex_heads_start_by_attending_to_one_neighbour():
     node = torch.cat([torch.nn.functional.elu(model.h(x[:, 2:], geo.edge_index, geo.rel)), x[:, 2:]], dim=-1)
     is_self = (geo.src == geo.dst).float()[:, None]
     with torch.no_grad():
-        _, (edges, alpha) = model.q(node, geo.edge_index, torch.cat([geo.rel, is_self], -1), return_attention_weights=True)
+        _, (edges, alpha) = model.q(
+            node, geo.edge_index, torch.cat([geo.rel, is_self], -1), return_attention_weights=True
+        )
     w = MAZE.shape[1]
     centre = 2 * w + 2
     for c, (dy, dx) in enumerate([*ACTION_DELTAS, (0, 0)]):
@@ -504,8 +509,23 @@ def test_gat_vin_convex_heads_start_by_attending_to_one_neighbour():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [(dict(value_step="convex", heads=2), "heads"), (dict(value_step="convex", heads=4, value_bound=0.9), "value_bound")],
+    [
+        (dict(value_step="convex", heads=2), "heads"),
+        (dict(value_step="convex", heads=4, value_bound=0.9), "value_bound"),
+    ],
 )
 def test_gat_vin_convex_settings_are_checked(kwargs, message):
     with pytest.raises(BadInputError, match=message):
         build("GAT-VIN", **kwargs)
+
+
+def test_gcn_vin_v2_convex_fixes_the_weight_on_v_and_checks_its_settings():
+    model = build("GCN-VIN-v2", value_step="convex", gamma=0.9)
+    x, edge_index = lattice_graph(MAZE, GOAL)
+    model(x, edge_index).logits.square().sum().backward()
+    assert float(model.q.lin.weight.grad[:, 1].abs().sum()) == 0.0  # the v column is not learned
+    assert float(model.direction.grad.abs().sum()) > 0
+    with pytest.raises(BadInputError, match="relations"):
+        build("GCN-VIN-v2", value_step="convex", relations=2)
+    with pytest.raises(BadInputError, match="value_bound"):
+        build("GCN-VIN-v2", value_step="convex", value_bound=0.9)

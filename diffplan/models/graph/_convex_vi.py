@@ -52,6 +52,20 @@ from diffplan.models.graph._geometry import EdgeGeometry, edge_geometry
 SHIFT_LOGIT = 10.0
 
 
+def shift_prior(channels: int) -> list[list[float]]:
+    """Initial logit terms of each channel, rows [u_dy, u_dx, s]: channel c moves along action
+    ``c mod 5`` (N, W, S, E as ``ACTION_DELTAS`` (dy, dx), then stay, the self-loop's s), times
+    ``SHIFT_LOGIT``. Plain lists: models are also built on the meta device, where masked indexing fails."""
+    rows = []
+    for c in range(channels):
+        slot = c % (NUM_ACTIONS + 1)
+        if slot < NUM_ACTIONS:
+            rows.append([SHIFT_LOGIT * float(d) for d in ACTION_DELTAS[slot]] + [0.0])
+        else:
+            rows.append([0.0, 0.0, SHIFT_LOGIT])
+    return rows
+
+
 class ConvexContext(NamedTuple):
     """What the steps reuse: the self-looped edges and each channel's sender weights."""
 
@@ -83,15 +97,9 @@ class ConvexValueStep(nn.Module):
         self.logit = nn.Linear(hidden, channels)
         nn.init.zeros_(self.logit.weight)
         nn.init.zeros_(self.logit.bias)
-        # Channel c moves along action c mod 5 (N, W, S, E as ACTION_DELTAS (dy, dx), then stay). Built
-        # from Python lists: models are also built on the meta device, where masked indexing fails.
-        slots = [c % (NUM_ACTIONS + 1) for c in range(channels)]
-        direction = [
-            [SHIFT_LOGIT * d for d in ACTION_DELTAS[slot]] if slot < NUM_ACTIONS else [0.0, 0.0] for slot in slots
-        ]
-        self.direction = nn.Parameter(torch.tensor(direction, dtype=torch.float32))  # u_c
-        stay = [SHIFT_LOGIT if slot == NUM_ACTIONS else 0.0 for slot in slots]
-        self.stay = nn.Parameter(torch.tensor(stay, dtype=torch.float32))  # s_c
+        prior = torch.tensor(shift_prior(channels), dtype=torch.float32)
+        self.direction = nn.Parameter(prior[:, :2].contiguous())  # u_c
+        self.stay = nn.Parameter(prior[:, 2].contiguous())  # s_c
         self.register_buffer("frames", None if frames is None else frames.float(), persistent=False)
 
     def prepare(self, geo: EdgeGeometry, p: Tensor, pos: Tensor) -> ConvexContext:
@@ -102,7 +110,9 @@ class ConvexValueStep(nn.Module):
             rel = torch.einsum("gab,eb->ega", self.frames.to(rel), looped.rel)  # (E', G, 2)
         n = p.shape[1]
         w = self.hid.weight
-        node = (p @ w[:, 2 : 2 + n].T).index_select(0, looped.dst) + (p @ w[:, 2 + n :].T).index_select(0, looped.src)
+        node = (p @ w[:, 2 : 2 + n].T).index_select(0, looped.dst) + (p @ w[:, 2 + n :].T).index_select(
+            0, looped.src
+        )
         hidden = torch.relu(F.linear(rel, w[:, :2], self.hid.bias) + node[:, None, :])
         logits = self.logit(hidden) + rel @ self.direction.T  # (E', G, C)
         is_self = (looped.src == looped.dst).to(logits.dtype)

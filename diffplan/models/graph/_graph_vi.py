@@ -229,6 +229,32 @@ class BoundedValueLinear(nn.Module):
         return F.linear(x, self.bounded_weight())
 
 
+class FixedValueLinear(nn.Module):
+    """A bias-free linear map over ``[r, v]`` whose weight on v (column ``column``) is the constant
+    ``value`` for every output; the other columns are learned. State-dict key: ``weight`` (the full
+    matrix, whose v column is unused), as for the ``Linear`` it replaces."""
+
+    def __init__(self, weight: Tensor, column: int, value: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.column, self.value = column, value
+
+    def reset_parameters(self) -> None:  # called by the PyG layer that owns it
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, c = self.weight, self.column
+        fixed = torch.full_like(w[:, c : c + 1], self.value)
+        return F.linear(x, torch.cat([w[:, :c], fixed, w[:, c + 1 :]], dim=1))
+
+
+def fix_value_weight(layer: nn.Module, column: int, value: float) -> None:
+    """Fix the weights that carry v into ``layer`` (a PyG conv whose ``lin`` maps [r, v]) at ``value``:
+    with edge weights summing to one per receiver, a step is then a ``value``-contraction in the max
+    norm (the convex value step of ``_convex_vi.py``), and no learned weight can amplify v."""
+    layer.lin = FixedValueLinear(layer.lin.weight, column, value)
+
+
 def bound_value_weight(layer: nn.Module, column: int, bound: float) -> None:
     """Keep the weights that carry v into ``layer`` (a PyG conv whose ``lin`` maps [r, v]) inside
     (-bound, bound), bound < 1.

@@ -36,11 +36,10 @@ from torch_geometric.nn import GATConv
 from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
-from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
 from diffplan.models._checks import check_choice, check_discount, check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
-from diffplan.models.graph._convex_vi import SHIFT_LOGIT
+from diffplan.models.graph._convex_vi import shift_prior
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry
 from diffplan.models.graph._graph_vi import bound_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
@@ -179,16 +178,12 @@ class GATVIN(nn.Module):
 
 
 def _start_as_shifts(conv: GATConv) -> None:
-    """Head c's attention logit starts as 10 times the unit move of action ``c mod 5`` (N, W, S, E as
-    ``ACTION_DELTAS``, then stay: the self-loop flag) from the edge features [dy, dx, is_self], with the
+    """Head c's attention logit starts as ``_convex_vi.shift_prior`` (10 times the unit move of action
+    ``c mod 5``, or of the self-loop flag for stay) from the edge features [dy, dx, is_self], with the
     node terms at zero, so head c first moves the value of one neighbour."""
-    heads = conv.heads
-    rows = []
-    for c in range(heads):
-        slot = c % (NUM_ACTIONS + 1)
-        rows.append([*(SHIFT_LOGIT * d for d in ACTION_DELTAS[slot]), 0.0] if slot < NUM_ACTIONS else [0.0, 0.0, SHIFT_LOGIT])
     with torch.no_grad():
-        conv.lin_edge.weight.copy_(torch.tensor(rows, dtype=conv.lin_edge.weight.dtype))  # (heads * 1, 3)
+        rows = torch.tensor(shift_prior(conv.heads), dtype=conv.lin_edge.weight.dtype)
+        conv.lin_edge.weight.copy_(rows)  # (heads * 1 out channel, 3 edge features)
         conv.att_edge.fill_(1.0)
         conv.att_src.zero_()
         conv.att_dst.zero_()

@@ -14,6 +14,13 @@ graph), copy d with weights ``w^d`` learned from relative positions and the enco
 normalised per receiver (rows sum to 1: the random-walk normalisation, in place of GCN's symmetric one).
 Each copy can thus look in one direction, as VIN's per-action kernels do. The weights are computed once
 per forward pass; every node gets a self-loop with relative position (0, 0).
+
+With ``value_step="convex"`` (release v1.1) each copy d carries one Q channel whose GCNConv weight on v
+is fixed at ``gamma``: ``q_id = theta_d . sum_j w^d_ij r_j + b_d + gamma * sum_j w^d_ij v_j``, a
+gamma-contraction whatever was learned (the convex step of ``_convex_vi.py``, GCN's weighted copies as
+its sender weights). The copies' weight logits get the shift prior of ``_convex_vi.shift_prior`` (copy d
+first moves the value of its neighbour in direction d mod 5, the fifth being the node itself) and the
+MLP's output layer starts at zero; the read-out sees ``[q - v, r]``.
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import softmax
 
 from diffplan.errors import BadInputError
-from diffplan.models._checks import check_k_range, steps_this_pass
+from diffplan.models._checks import check_choice, check_discount, check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
+from diffplan.models.graph._convex_vi import shift_prior
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry, edge_linear
-from diffplan.models.graph._graph_vi import bound_value_weight, value_iteration
+from diffplan.models.graph._graph_vi import bound_value_weight, fix_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
 from diffplan.task import Task
 
@@ -48,6 +56,9 @@ class GCNVINv2(nn.Module):
             cannot diverge (``_graph_vi.bound_value_weight``); None: unbounded, as published.
         k_train: None or ``[low, high]``: while training, each forward pass draws its number of VI
             steps uniformly from low..high (release v1.1), as the grid planners do; ``k`` in eval mode.
+        value_step: "mlp" (the published Q layer, learned weights on v) or "convex" (module doc; needs
+            ``relations == l_q``, one Q channel per copy, and no ``value_bound``).
+        gamma: the convex step's fixed weight on v, in (0, 1); unused by "mlp".
 
     Shapes:
         x: (V, 4) [row, col, is_goal, is_obstacle]; edge_index: (2, E) int64; batch: (V,) or None
@@ -66,6 +77,8 @@ class GCNVINv2(nn.Module):
         cont_action: bool = False,
         value_bound: float | None = None,
         k_train: list[int] | None = None,
+        value_step: str = "mlp",
+        gamma: float = 0.99,
     ) -> None:
         config = constructor_config(locals())
         super().__init__()
@@ -82,6 +95,21 @@ class GCNVINv2(nn.Module):
         self.w_hid = nn.Linear(2 + 2 * (l_h + 2), readout_hidden)
         self.w_out = nn.Linear(readout_hidden, relations)
         self.q = GCNConv(2, l_q // relations, normalize=False, add_self_loops=False)
+        self.value_step = check_choice("value_step", value_step, ("mlp", "convex"))
+        if self.value_step == "convex":
+            if relations != l_q or value_bound is not None:
+                raise BadInputError(
+                    "GCN-VIN-v2: value_step convex takes one Q channel per graph copy and no value_bound; "
+                    f"set relations equal to l_q ({l_q}) and drop value_bound."
+                )
+            fix_value_weight(self.q, column=1, value=check_discount(gamma))  # q's input is [r, v]
+            nn.init.zeros_(self.w_out.weight)
+            nn.init.zeros_(self.w_out.bias)
+            prior = torch.tensor(shift_prior(relations), dtype=torch.float32)
+            self.direction = nn.Parameter(prior[:, :2].contiguous())  # (relations, 2)
+            self.stay = nn.Parameter(prior[:, 2].contiguous())  # (relations,)
+            self.pi = EdgeReadout(node_dim=l_q + 1, hidden=readout_hidden, cont_action=cont_action)
+            return
         self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
         if value_bound is not None:
             bound_value_weight(self.q, column=1, bound=value_bound)  # q's input is [r, v]
@@ -97,7 +125,11 @@ class GCNVINv2(nn.Module):
 
         # Static edge weights, one set per graph copy, rows normalised per receiver.
         hidden = torch.relu(edge_linear(geo, node, self.w_hid.weight, self.w_hid.bias))
-        weight = softmax(self.w_out(hidden), geo.dst, num_nodes=n)  # (E, relations)
+        logits = self.w_out(hidden)
+        if self.value_step == "convex":
+            is_self = (geo.src == geo.dst).to(logits.dtype)[:, None]
+            logits = logits + geo.rel @ self.direction.T + is_self * self.stay
+        weight = softmax(logits, geo.dst, num_nodes=n)  # (E, relations)
         offsets = (torch.arange(rels, device=x.device) * n).repeat_interleave(geo.src.numel())
         copies = torch.stack([geo.src.repeat(rels) + offsets, geo.dst.repeat(rels) + offsets])
         copy_weight = weight.T.reshape(-1)
@@ -112,5 +144,6 @@ class GCNVINv2(nn.Module):
             torch.zeros_like(r),
             steps_this_pass(self.k, self.k_train, self.training),
         )
-        logits = self.pi(geo, torch.cat([q, v, r], dim=-1), v)
+        policy = [q - v, r] if self.value_step == "convex" else [q, v, r]
+        logits = self.pi(geo, torch.cat(policy, dim=-1), v)
         return PlanOutput(logits=logits, values=v, stats={"vi_residual": residual})

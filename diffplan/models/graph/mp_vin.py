@@ -90,7 +90,12 @@ class MPVIN(nn.Module):
             policy_dim = l_q + 1
         else:
             self.q = RelMessagePassing(
-                geo_dim=2, static_dim=1, dynamic_dim=1, hidden=mp_q, out_dim=l_q, neighbour_skip=neighbour_skip
+                geo_dim=2,
+                static_dim=1,
+                dynamic_dim=1,
+                hidden=mp_q,
+                out_dim=l_q,
+                neighbour_skip=neighbour_skip,
             )
             policy_dim = l_q + 2
         self.pi = EdgeReadout(node_dim=policy_dim, hidden=readout_hidden, cont_action=cont_action)

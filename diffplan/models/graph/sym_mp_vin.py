@@ -141,7 +141,9 @@ class SymMPVIN(nn.Module):
         def max_over_fields(q: Tensor) -> Tensor:  # per group channel, so v stays a regular field
             return q.view(n, self.l_q, g).amax(1)
 
-        q, v, residual = value_iteration(lambda v: self.q.step(ctx, v), max_over_fields, r.new_zeros(n, g), steps)
+        q, v, residual = value_iteration(
+            lambda v: self.q.step(ctx, v), max_over_fields, r.new_zeros(n, g), steps
+        )
         values = v.amax(-1, keepdim=True)  # invariant
         logits = self.pi(geo, torch.cat([q, v, r], dim=-1), values)
         return PlanOutput(logits=logits, values=values, stats={"vi_residual": residual})
