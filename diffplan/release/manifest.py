@@ -115,11 +115,17 @@ class ModelSpec(_Strict):
     the manifest resolves its ``model`` to the Ensemble's constructor arguments (each member's algorithm
     and arguments, and the budget ``k``: the entry's own ``model: {k: N}`` or the largest of the members'
     trained budgets). See :func:`parse_manifest`.
+
+    ``init_from`` names another trained entry of the same manifest and data set: training starts from the
+    weights of its release checkpoint (loaded strictly, so the two planners must have the same
+    parameters, e.g. a VIN and the DE-VIN of the same VI step) instead of a random initialisation.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     algorithm: str
     members: list[str] | None = None  # Ensemble entries only: the entries it averages
+    # Another trained entry of the manifest (same data) whose release checkpoint gives the initial weights.
+    init_from: str | None = None
     task: WorldTask
     data: Path
     group: str | None = None
@@ -158,6 +164,8 @@ class ModelSpec(_Strict):
         """The entry as plain data (what ``configs/<name>_config.yaml`` stores); an Ensemble's leaves out
         the fields only training uses (``TRAINING_FIELDS``), a trained entry's leaves out ``members``."""
         unused = set(TRAINING_FIELDS) if self.members is not None else {"members"}
+        if self.init_from is None:  # configs written before the field existed hold no such key
+            unused.add("init_from")
         return self.model_dump(mode="json", exclude=unused)
 
 
@@ -416,11 +424,45 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         models.append(spec)
         places.append(where)
     entries = {spec.name: spec for spec in models}
+    for spec, where in zip(models, places, strict=True):
+        _check_init_from(spec, entries, where)
     models = [
         _resolve_ensemble(spec, entries, where) if spec.members is not None else spec
         for spec, where in zip(models, places, strict=True)
     ]
     return Manifest(version=str(data.get("version", "1.0")), path=path, datasets=datasets, models=models)
+
+
+def _check_init_from(spec: ModelSpec, entries: dict[str, ModelSpec], where: str) -> None:
+    """``init_from`` names another trained entry on the same data, and following it never loops."""
+    if spec.init_from is None:
+        return
+    field = f"{where}: field 'init_from'"
+    if spec.members is not None:
+        raise ManifestError(
+            f"{field}: an {spec.algorithm} entry is assembled, not trained; remove init_from."
+        )
+    source = entries.get(spec.init_from)
+    if source is None:
+        raise ManifestError(
+            f"{field}: {spec.init_from!r} is not an entry of this manifest; name one of "
+            f"{', '.join(name for name in entries if name != spec.name)}."
+        )
+    if source.members is not None:
+        raise ManifestError(
+            f"{field}: {source.name} is an {source.algorithm} entry; start from a trained one."
+        )
+    if source.data != spec.data:
+        raise ManifestError(
+            f"{field}: {source.name} is trained on {source.data}, this entry on {spec.data}; "
+            f"start from an entry trained on the same data."
+        )
+    chain = [spec.name]
+    while source is not None:
+        if source.name in chain:
+            raise ManifestError(f"{field}: {' -> '.join([*chain, source.name])} loops; break the cycle.")
+        chain.append(source.name)
+        source = entries.get(source.init_from) if source.init_from else None
 
 
 class _ManifestLoader(yaml.SafeLoader):

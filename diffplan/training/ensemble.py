@@ -54,10 +54,14 @@ def _train_command(manifest: Manifest, name: str, release_root: Path) -> str:
     return f"`diffplan train --manifest {manifest.path} --only {name}{root}`"
 
 
-def load_member(spec: ModelSpec, member: ModelSpec, manifest: Manifest, release_root: Path, fingerprint: str):
-    """Member ``member`` of Ensemble ``spec`` from its release checkpoint, and its metadata.
+def load_member(
+    spec: ModelSpec, member: ModelSpec, manifest: Manifest, release_root: Path, fingerprint: str,
+    role: str = "member",
+):  # fmt: skip
+    """Entry ``member``'s planner, loaded from its release checkpoint for entry ``spec``, and its
+    metadata: an Ensemble's member, or (``role="starting point"``) the entry an ``init_from`` names.
 
-    Raises ``TrainingError`` (one line naming the member and the command that trains it) when its
+    Raises ``TrainingError`` (one line naming the entry and the command that trains it) when its
     release files are missing, incomplete or inconsistent, were trained from another recipe than its
     entry, or on other data than the entry's.
     """
@@ -65,25 +69,25 @@ def load_member(spec: ModelSpec, member: ModelSpec, manifest: Manifest, release_
     command = _train_command(manifest, member.name, release_root)
     if not paths.checkpoint.is_file():
         raise TrainingError(
-            f"{spec.name}: member {member.name} has no release checkpoint {paths.checkpoint}; train it "
+            f"{spec.name}: {role} {member.name} has no release checkpoint {paths.checkpoint}; train it "
             f"first with {command}."
         )
     problems = up_to_date_problems(member, release_root, allow_overrides=True)
     if problems:
         raise TrainingError(
-            f"{spec.name}: member {member.name}'s release files are not its finished training "
+            f"{spec.name}: {role} {member.name}'s release files are not its finished training "
             f"({problems[0]}); train it again with {command} (add --force to replace them)."
         )
     info = read_info(paths.info)
     if info["training_data"].get("fingerprint") != fingerprint:
         raise TrainingError(
-            f"{spec.name}: member {member.name} was trained on other data than {spec.data} holds now "
+            f"{spec.name}: {role} {member.name} was trained on other data than {spec.data} holds now "
             f"(fingerprints differ); retrain it with {command} --force."
         )
     record = read_release_checkpoint(paths.checkpoint)
     if record["algorithm"] != member.algorithm or record["model_config"] != member.model_args():
         raise TrainingError(
-            f"{spec.name}: member {member.name}'s checkpoint holds another planner than its entry "
+            f"{spec.name}: {role} {member.name}'s checkpoint holds another planner than its entry "
             f"describes; retrain it with {command} --force."
         )
     return model_from_record(record, paths.checkpoint), info

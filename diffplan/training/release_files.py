@@ -75,6 +75,27 @@ def up_to_date_problems(spec: ModelSpec, release_root: Path, *, allow_overrides:
         return [f"{paths.info.name} and {paths.config.name} record different recipes"]
     if spec.members is not None:
         return ensemble_member_problems(info, release_root)
+    if spec.init_from is not None:
+        return start_problems(spec, info, release_root)
+    return []
+
+
+def start_problems(spec: ModelSpec, info: dict[str, Any], release_root: Path) -> list[str]:
+    """Why a model trained from ``init_from`` no longer matches its starting point (empty: it does): the
+    metadata must name that entry, whose release checkpoint must still have the recorded sha256."""
+    start = info.get("init_from")
+    if not isinstance(start, dict) or start.get("name") != spec.init_from:
+        return [f"its metadata does not record starting from {spec.init_from}"]
+    try:
+        paths = ReleasePaths.named(start["name"], start["folder"], release_root)
+        recorded = start["checkpoint_sha256"]
+    except (KeyError, TypeError):
+        return ["its metadata's init_from record is unreadable"]
+    if not paths.checkpoint.is_file() or sha256_file(paths.checkpoint) != recorded:
+        return [
+            f"starting point {spec.init_from}'s checkpoint {paths.checkpoint} changed since this model "
+            "was trained"
+        ]
     return []
 
 
@@ -207,12 +228,13 @@ def publish(
     limit_maps: int | None,
     trust_pickle: bool = False,
     loaded: dict | None = None,
+    info_extra: dict[str, Any] | None = None,
 ) -> tuple[str, Path, dict[str, Any], dict[str, dict[str, float]]]:
     """Score the run's best checkpoint on one process and write its release files as one switch.
 
     Returns (status, release root written, info, scores): ``trained`` into ``release_root``, or
     ``below target`` into ``<run_dir>/candidate`` (unless ``release_failing``). ``loaded``: splits
-    already in memory.
+    already in memory; ``info_extra``: keys added to the metadata (``init_from``).
     """
     module = PlannerModule.load_from_checkpoint(run_dir / BEST, map_location="cpu")
     model = module.model.eval()
@@ -233,5 +255,7 @@ def publish(
         world_size=facts.world_size,
         per_device_batch=facts.per_device_batch,
     )
-    info = write_release(spec, manifest, model, scores=scores, root=root, run=run, overrides=overrides)
+    info = write_release(
+        spec, manifest, model, scores=scores, root=root, run=run, overrides=overrides, info_extra=info_extra
+    )
     return ("trained" if root == release_root else "below target"), root, info, scores

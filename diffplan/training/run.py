@@ -52,6 +52,7 @@ from diffplan.training.run_folder import (
     prepare,
     read_facts,
 )
+from diffplan.training.warm_start import load_starting_weights, read_start_record, write_start_record
 
 MAX_THREADS_PER_CORE = 4
 
@@ -114,9 +115,18 @@ class TrainResult:
 
 
 def training_order(specs: list[ModelSpec]) -> list[ModelSpec]:
-    """``specs`` with the Ensemble entries last (in their order): they are assembled from the release
-    files of the others."""
-    return [s for s in specs if s.members is None] + [s for s in specs if s.members is not None]
+    """``specs`` with each entry after the one its ``init_from`` names (when both are there), and the
+    Ensemble entries last (in their order): they are assembled from the release files of the others."""
+    names = {s.name: s for s in specs}
+
+    def depth(spec: ModelSpec) -> int:  # the manifest refuses init_from cycles
+        steps = 0
+        while spec.init_from in names:
+            spec, steps = names[spec.init_from], steps + 1
+        return steps
+
+    trained = sorted((s for s in specs if s.members is None), key=depth)  # stable: manifest order
+    return trained + [s for s in specs if s.members is not None]
 
 
 def run_overrides(spec: ModelSpec, options: TrainOptions) -> dict[str, Any]:
@@ -283,6 +293,7 @@ def train_model(
             limit_maps=options.limit_maps,
             trust_pickle=options.trust_pickle,
             loaded=data.splits,
+            info_extra=None if spec.init_from is None else {"init_from": read_start_record(spec, run_dir)},
         )
     message = ""
     if status == "below target":
@@ -363,6 +374,12 @@ def _fit(
         trust_pickle=options.trust_pickle,
     )
     module = _module_for(spec, manifest.dataset_for(spec).has_obstacle)
+    if spec.init_from is not None and resume_from is None:  # a resumed run has its weights already
+        start = load_starting_weights(
+            spec, manifest, Path(options.release_root), module.model, lock=launch.primary
+        )
+        if launch.primary:
+            write_start_record(run_dir, start)
     best = ModelCheckpoint(
         dirpath=run_dir,
         filename="best",
