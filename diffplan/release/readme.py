@@ -172,6 +172,12 @@ def _recipe(spec: ModelSpec, info: dict | None) -> str:
     run = (info or {}).get("training_run", {})
     args = ", ".join(f"{k}={v}" for k, v in sorted(spec.model_args().items())) or "defaults"
     parts = [f"{spec.optimizer} lr {spec.lr:g}", f"batch {spec.batch_size}", f"up to {spec.epochs} epochs"]
+    if spec.init_from is not None:
+        start = (info or {}).get("init_from") or {}
+        sha = start.get("checkpoint_sha256")
+        parts.insert(
+            0, f"starts from {spec.init_from}'s release weights" + (f" (sha256 {sha[:12]}…)" if sha else "")
+        )
     if run:
         parts.append(f"ran {run.get('epochs_run')} (best epoch {run.get('best_epoch')})")
     if spec.weight_decay:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from diffplan.errors import ManifestError
 from diffplan.release.checkpoint import load_model, sha256_file
 from diffplan.release.manifest import load_manifest, parse_manifest
+from diffplan.release.readme import render_readme
 from diffplan.training.release_files import is_up_to_date, score_splits, up_to_date_problems, write_release
 from diffplan.training.run import training_order
 from diffplan_cli.app import app
@@ -77,6 +78,12 @@ def test_a_model_trained_from_another_entry_starts_from_its_weights_and_records_
     config = yaml.safe_load((release.release_root / "grid/configs/DE-VIN_from_VIN_config.yaml").read_text())
     assert config["init_from"] == "VIN_tiny"
     assert "skipped" in train(release, "DE-VIN_from_VIN").output
+    manifest = load_manifest(release.manifest)
+    readme = render_readme(manifest, {"DE-VIN_from_VIN": info}, "1.0")
+    assert (
+        f"starts from VIN_tiny's release weights (sha256 {info['init_from']['checkpoint_sha256'][:12]}"
+        in readme
+    )
 
 
 def test_a_retrained_starting_point_makes_the_model_out_of_date(release):
@@ -118,7 +125,9 @@ def test_an_untrained_or_incompatible_starting_point_is_a_one_line_error(release
     result = train(release, "From_SymVIN")
     assert result.exit_code == 2
     assert "cannot start from SymVIN_tiny's weights" in error_line(result.output)
-    assert not grid_file(release, "From_SymVIN").exists() and not grid_file(release, "From_untrained").exists()
+    assert (
+        not grid_file(release, "From_SymVIN").exists() and not grid_file(release, "From_untrained").exists()
+    )
 
 
 def manifest_with(*extra: dict) -> dict:
