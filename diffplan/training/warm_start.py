@@ -41,10 +41,10 @@ def load_starting_weights(
     try:
         model.load_state_dict(planner.state_dict(), strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1].strip()
+        detail = str(err).strip().splitlines()[-1].strip()  # the last line names the parameter
         raise TrainingError(
             f"{spec.name}: cannot start from {source.name}'s weights, the two planners have different "
-            f"parameters ({first}); name an entry with the same parameters in init_from."
+            f"parameters ({detail}); name an entry with the same parameters in init_from."
         ) from None
     return {
         "name": source.name,

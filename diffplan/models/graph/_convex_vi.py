@@ -46,7 +46,7 @@ from torch_geometric.utils import softmax
 
 from diffplan.envs.actions import ACTION_DELTAS, NUM_ACTIONS
 from diffplan.models._checks import check_discount
-from diffplan.models.graph._geometry import EdgeGeometry, edge_geometry
+from diffplan.models.graph._geometry import EdgeGeometry, edge_geometry, edge_node_terms
 
 # Initial logit of the preferred sender of each channel over the others: softmax weight ~ 1 - 4e-5.
 SHIFT_LOGIT = 10.0
@@ -64,6 +64,13 @@ def shift_prior(channels: int) -> list[list[float]]:
         else:
             rows.append([0.0, 0.0, SHIFT_LOGIT])
     return rows
+
+
+def shift_prior_parameters(channels: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """:func:`shift_prior` as learnable logit terms: directions u (channels, 2) and stay weights s
+    (channels,), added to each edge's logits as ``rel @ u.T + [self-loop] * s``."""
+    prior = torch.tensor(shift_prior(channels), dtype=torch.float32)
+    return nn.Parameter(prior[:, :2].contiguous()), nn.Parameter(prior[:, 2].contiguous())
 
 
 class ConvexContext(NamedTuple):
@@ -97,9 +104,7 @@ class ConvexValueStep(nn.Module):
         self.logit = nn.Linear(hidden, channels)
         nn.init.zeros_(self.logit.weight)
         nn.init.zeros_(self.logit.bias)
-        prior = torch.tensor(shift_prior(channels), dtype=torch.float32)
-        self.direction = nn.Parameter(prior[:, :2].contiguous())  # u_c
-        self.stay = nn.Parameter(prior[:, 2].contiguous())  # s_c
+        self.direction, self.stay = shift_prior_parameters(channels)  # u_c, s_c
         self.register_buffer("frames", None if frames is None else frames.float(), persistent=False)
 
     def prepare(self, geo: EdgeGeometry, p: Tensor, pos: Tensor) -> ConvexContext:
@@ -108,12 +113,10 @@ class ConvexValueStep(nn.Module):
         rel = looped.rel[:, None, :]  # (E', 1, 2)
         if self.frames is not None:
             rel = torch.einsum("gab,eb->ega", self.frames.to(rel), looped.rel)  # (E', G, 2)
-        n = p.shape[1]
-        w = self.hid.weight
-        node = (p @ w[:, 2 : 2 + n].T).index_select(0, looped.dst) + (p @ w[:, 2 + n :].T).index_select(
-            0, looped.src
+        receiver, sender = edge_node_terms(looped, p, self.hid.weight)
+        hidden = torch.relu(
+            F.linear(rel, self.hid.weight[:, :2], self.hid.bias) + (receiver + sender)[:, None, :]
         )
-        hidden = torch.relu(F.linear(rel, w[:, :2], self.hid.bias) + node[:, None, :])
         logits = self.logit(hidden) + rel @ self.direction.T  # (E', G, C)
         is_self = (looped.src == looped.dst).to(logits.dtype)
         logits = logits + is_self[:, None, None] * self.stay

@@ -64,11 +64,17 @@ def edge_linear(geo: EdgeGeometry, node: Tensor, weight: Tensor, bias: Tensor | 
         node: (V, n) per-node features p; weight: (out, 2 + 2 n) over [rel | p_i | p_j]; bias: (out,).
     Returns: (E, out).
     """
+    receiver, sender = edge_node_terms(geo, node, weight)
+    return F.linear(geo.rel, weight[:, :2], bias) + receiver + sender
+
+
+def edge_node_terms(geo: EdgeGeometry, node: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The node parts of ``W [rel_ij, p_i, p_j]``: ``(W_i p_i, W_j p_j)`` per edge, each (E, out),
+    computed per node and gathered (``weight`` as for :func:`edge_linear`)."""
     n = node.shape[1]
-    node_i = node @ weight[:, 2 : 2 + n].T
-    node_j = node @ weight[:, 2 + n :].T
-    out = F.linear(geo.rel, weight[:, :2], bias)
-    return out + node_i.index_select(0, geo.dst) + node_j.index_select(0, geo.src)
+    receiver = (node @ weight[:, 2 : 2 + n].T).index_select(0, geo.dst)
+    sender = (node @ weight[:, 2 + n :].T).index_select(0, geo.src)
+    return receiver, sender
 
 
 def check_graph_inputs(model: str, x: Tensor, edge_index: Tensor) -> None:

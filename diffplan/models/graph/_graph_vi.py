@@ -207,45 +207,50 @@ class RelMessagePassing(SplitMessagePassing):
         )
 
 
-class BoundedValueLinear(nn.Module):
-    """A bias-free linear map over ``[r, v]`` whose weights on v (column ``column``) are squashed into
-    (-bound, bound) by ``bound * tanh(w / bound)``; the other columns are free. State-dict key: ``weight``
-    (the raw weights), as for the ``Linear`` it replaces."""
+class _ValueColumnLinear(nn.Module):
+    """A bias-free linear map over ``[r, v]`` whose weights on v (column ``column``) are replaced by
+    ``value_column(raw column)``; the other columns are free. State-dict key: ``weight`` (the raw
+    weights), as for the ``Linear`` it replaces."""
+
+    def __init__(self, weight: Tensor, column: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.column = column
+
+    def reset_parameters(self) -> None:  # called by the PyG layer that owns it
+        nn.init.xavier_uniform_(self.weight)
+
+    def value_column(self, raw: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def weight_in_use(self) -> Tensor:
+        w, c = self.weight, self.column
+        return torch.cat([w[:, :c], self.value_column(w[:, c : c + 1]), w[:, c + 1 :]], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight_in_use())
+
+
+class BoundedValueLinear(_ValueColumnLinear):
+    """Weights on v squashed into (-bound, bound) by ``bound * tanh(w / bound)``."""
 
     def __init__(self, weight: Tensor, column: int, bound: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.column, self.bound = column, bound
+        super().__init__(weight, column)
+        self.bound = bound
 
-    def reset_parameters(self) -> None:  # called by the PyG layer that owns it
-        nn.init.xavier_uniform_(self.weight)
-
-    def bounded_weight(self) -> Tensor:
-        w, c = self.weight, self.column
-        squashed = self.bound * torch.tanh(w[:, c : c + 1] / self.bound)
-        return torch.cat([w[:, :c], squashed, w[:, c + 1 :]], dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.bounded_weight())
+    def value_column(self, raw: Tensor) -> Tensor:
+        return self.bound * torch.tanh(raw / self.bound)
 
 
-class FixedValueLinear(nn.Module):
-    """A bias-free linear map over ``[r, v]`` whose weight on v (column ``column``) is the constant
-    ``value`` for every output; the other columns are learned. State-dict key: ``weight`` (the full
-    matrix, whose v column is unused), as for the ``Linear`` it replaces."""
+class FixedValueLinear(_ValueColumnLinear):
+    """Weights on v all equal to the constant ``value`` (the raw column is unused)."""
 
     def __init__(self, weight: Tensor, column: int, value: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.column, self.value = column, value
+        super().__init__(weight, column)
+        self.value = value
 
-    def reset_parameters(self) -> None:  # called by the PyG layer that owns it
-        nn.init.xavier_uniform_(self.weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        w, c = self.weight, self.column
-        fixed = torch.full_like(w[:, c : c + 1], self.value)
-        return F.linear(x, torch.cat([w[:, :c], fixed, w[:, c + 1 :]], dim=1))
+    def value_column(self, raw: Tensor) -> Tensor:
+        return torch.full_like(raw, self.value)
 
 
 def fix_value_weight(layer: nn.Module, column: int, value: float) -> None:

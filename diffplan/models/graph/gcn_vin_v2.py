@@ -34,7 +34,7 @@ from diffplan.errors import BadInputError
 from diffplan.models._checks import check_choice, check_discount, check_k_range, steps_this_pass
 from diffplan.models._output import PlanOutput
 from diffplan.models._registry import constructor_config, register_model
-from diffplan.models.graph._convex_vi import shift_prior
+from diffplan.models.graph._convex_vi import shift_prior_parameters
 from diffplan.models.graph._geometry import check_graph_inputs, check_hyper_params, edge_geometry, edge_linear
 from diffplan.models.graph._graph_vi import bound_value_weight, fix_value_weight, value_iteration
 from diffplan.models.graph._readout import EdgeReadout
@@ -105,9 +105,7 @@ class GCNVINv2(nn.Module):
             fix_value_weight(self.q, column=1, value=check_discount(gamma))  # q's input is [r, v]
             nn.init.zeros_(self.w_out.weight)
             nn.init.zeros_(self.w_out.bias)
-            prior = torch.tensor(shift_prior(relations), dtype=torch.float32)
-            self.direction = nn.Parameter(prior[:, :2].contiguous())  # (relations, 2)
-            self.stay = nn.Parameter(prior[:, 2].contiguous())  # (relations,)
+            self.direction, self.stay = shift_prior_parameters(relations)  # (relations, 2), (relations,)
             self.pi = EdgeReadout(node_dim=l_q + 1, hidden=readout_hidden, cont_action=cont_action)
             return
         self.pi = EdgeReadout(node_dim=l_q + 2, hidden=readout_hidden, cont_action=cont_action)
