@@ -263,29 +263,49 @@ class CompleteRegularFilter(nn.Module):
     fields, d = G * k * k (72 for D4 and a 3x3 kernel), enough for any equivariant filter: in particular
     one that moves a value exactly one cell, which a VI step with a normalised kernel needs.
 
+    With ``trivial_input`` the input fields are trivial (one channel each) and d = k * k: element j is
+    the orbit of pixel j of output channel 0, i.e. output channel g is the base filter moved by group
+    element g. It is the complete basis of filters from a scalar map to regular fields (escnn's
+    band-limited one cannot shift a value exactly either), found as the regular basis summed over its
+    input channels: a trivial field is a regular field whose channels are all equal.
+
     Args:
-        group: group name. in_fields, out_fields: numbers of regular fields. kernel_size: odd size.
+        group: group name. in_fields, out_fields: numbers of input and output fields. kernel_size: odd.
         init: "zeros", "he" (Gaussian, variance 2 / fan-in per filter entry) or "shift": output field i
             is the orbit of one entry of value 1 (basis element ``i mod d`` of input field 0), a filter
             that copies one input channel from one neighbour (or the centre) to each output channel; the
             start of a convex value kernel (``value_kernel="convex"``), as ``shift_logits`` is for VIN.
+        trivial_input: the input fields are trivial, not regular.
 
     Shapes:
-        forward() -> filter (out_fields * G, in_fields * G, k, k), None.
+        forward() -> filter (out_fields * G, in_fields * C, k, k), None; C = G, or 1 with
+        ``trivial_input``.
     """
 
-    def __init__(self, group: str, in_fields: int, out_fields: int, kernel_size: int, *, init: str = "zeros"):
+    def __init__(
+        self,
+        group: str,
+        in_fields: int,
+        out_fields: int,
+        kernel_size: int,
+        *,
+        init: str = "zeros",
+        trivial_input: bool = False,
+    ):
         super().__init__()
         self.group, self.kernel_size = group.lower(), kernel_size
+        self.trivial_input = bool(trivial_input)
         basis = _complete_regular_basis(self.group, kernel_size)
+        if self.trivial_input:  # elements (c=0, pixel j) summed over input channels: (k * k, G, 1, k, k)
+            basis = basis[: kernel_size * kernel_size].sum(dim=2, keepdim=True)
         self.register_buffer("basis", basis.clone(), persistent=False)
         self.in_fields, self.out_fields = in_fields, out_fields
         weights = torch.zeros(out_fields, in_fields, basis.shape[0])
-        if init == "he":  # orthonormal basis: entry variance = coefficient variance * d / (G * G * k * k)
-            size = basis.shape[1]
-            fan_in = in_fields * size * kernel_size**2
+        if init == "he":  # orthonormal basis: entry variance = coefficient variance * d / (G * C * k * k)
+            _, size, channels, _, _ = basis.shape
+            fan_in = in_fields * channels * kernel_size**2
             entry_var = 2.0 / fan_in
-            weights.normal_(0.0, math.sqrt(entry_var * size * size * kernel_size**2 / basis.shape[0]))
+            weights.normal_(0.0, math.sqrt(entry_var * size * channels * kernel_size**2 / basis.shape[0]))
         elif init == "shift":  # basis elements are 1 / sqrt(G) on their orbit: coefficient sqrt(G) -> 1
             fields = torch.arange(out_fields)
             weights[fields, 0, fields % basis.shape[0]] = math.sqrt(basis.shape[1])
@@ -294,6 +314,6 @@ class CompleteRegularFilter(nn.Module):
         self.weights = nn.Parameter(weights)
 
     def forward(self) -> tuple[torch.Tensor, None]:
-        _, g, _, k, _ = self.basis.shape
+        _, g, c, k, _ = self.basis.shape
         weight = torch.einsum("oid,dgckl->ogickl", self.weights, self.basis)
-        return weight.reshape(self.out_fields * g, self.in_fields * g, k, k), None
+        return weight.reshape(self.out_fields * g, self.in_fields * c, k, k), None

@@ -305,7 +305,8 @@ def canonical_basis_state(model: nn.Module, state_dict: dict[str, torch.Tensor])
     converted = dict(state_dict)
     for name, module in model.named_modules():
         key = f"{name}.weights" if name else "weights"
-        if isinstance(module, CompleteRegularFilter) and key in converted:
+        # Trivial-input filters came after format 1: no file of that format holds one.
+        if isinstance(module, CompleteRegularFilter) and not module.trivial_input and key in converted:
             old = legacy_complete_regular_basis(module.group, module.kernel_size).flatten(1).double()
             change = old @ module.basis.flatten(1).double().T  # (d, d): old element -> new coefficients
             converted[key] = (converted[key].double() @ change).to(converted[key].dtype)

@@ -121,6 +121,16 @@ def test_parameter_counts_at_release_size(capsys):
     assert sum(p.numel() for p in create_model("DE-SymVIN", complete_basis=False).parameters()) == 4900
 
 
+def test_a_trivial_value_field_takes_one_filter_per_field():
+    """SymVIN_maze15 v1.1: h 600 + h bias 150 + r 150 (trivial to trivial, 1x1) + q_v 10 * 9 (the complete
+    basis from a scalar map) + policy 10 * 4 = 1030 parameters, no q_r with state_reward."""
+    model = create_model(
+        "SymVIN", l_q=10, complete_basis=True, value_kernel="convex", state_reward=True, value_field="trivial"
+    )
+    assert model.value_channels == 1 and model.q_v.weights.shape == (10, 1, 9)
+    assert sum(p.numel() for p in model.parameters()) == 600 + 150 + 150 + 90 + 40
+
+
 @pytest.mark.parametrize("name", GRID)
 def test_initial_loss_is_moderate_at_release_size(name):
     """Published SymVIN/DE-SymVIN start with losses ~13 / ~1e17 (unbounded values); these must not."""
@@ -143,20 +153,23 @@ TRANSFORMS = {
     "flip_ud": (lambda x: torch.flip(x, dims=(-2,)), FLIP_UD_ACTION_PERM),
 }
 CASES = [
-    (name, group, t, complete)
+    (name, group, t, complete, field)
     for name in SYMMETRIC
     for group in ("d4", "c4", "d8")
     for t in (["rot90"] if group[0] == "c" else list(TRANSFORMS))
     for complete in (False, True)
+    for field in ("regular", "trivial")
     if (name == "SymVIN" or group == "d4") and not (complete and group == "d8")
 ]
 
 
-@pytest.mark.parametrize(("name", "group", "transform", "complete_basis"), CASES)
-def test_equivariance(name, group, transform, complete_basis):
+@pytest.mark.parametrize(("name", "group", "transform", "complete_basis", "value_field"), CASES)
+def test_equivariance(name, group, transform, complete_basis, value_field):
     torch.manual_seed(0)
     extra = {"tol": 1e-6, "max_iter": 200} if get_model_entry(name).implicit else {}
-    config = small_config(name, group=group, complete_basis=complete_basis, wall_mask=True, **extra)
+    config = small_config(
+        name, group=group, complete_basis=complete_basis, wall_mask=True, value_field=value_field, **extra
+    )
     model = create_model(name, **config).eval()
     randomise_value_kernel(model)
     maze, goal = maze_batch(7, 6)  # non-square: a rotation also swaps H and W
@@ -244,6 +257,23 @@ def test_complete_basis_moves_a_value_one_cell_exactly(group):
     torch.testing.assert_close(rows.T @ coef, shift.flatten()[:, None], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("group", ["d4", "c4"])
+def test_a_shift_on_the_trivial_basis_takes_each_neighbour_in_turn(group):
+    """Field 1 of a shift-initialised trivial-input filter takes the northern neighbour's value in its
+    first channel; its other channels are that filter moved by the group, which between them take each
+    of the four neighbours: one field covers every move of the grid."""
+    size = group_size(get_gspace(group))
+    weight, _ = CompleteRegularFilter(group, 1, 2, 3, init="shift", trivial_input=True)()
+    assert weight.shape == (2 * size, 1, 3, 3)
+    field = weight[size : 2 * size, 0]  # (G, 3, 3)
+    north = torch.zeros(3, 3)
+    north[0, 1] = 1.0
+    torch.testing.assert_close(field[0], north)
+    moves = {tuple(int(i) for i in ((f - 1).abs() < 1e-6).nonzero()[0]) for f in field}
+    assert moves == {(0, 1), (1, 0), (2, 1), (1, 2)}
+    torch.testing.assert_close(field.sum(dim=(1, 2)), torch.ones(size))
+
+
 def test_wall_mask_gives_walls_the_worst_free_value():
     maze, goal = maze_batch()
     model = create_model("VIN", **small_config("VIN", wall_mask=True))
@@ -308,6 +338,7 @@ def test_jacobian_free_backward_runs():
     ("name", "config"),
     [
         ("SymVIN", {"group": "d5"}),
+        ("SymVIN", {"value_field": "vector"}),
         ("SymVIN", {"group": "d8", "complete_basis": True}),
         ("VIN", {"f": 4}),
         ("VIN", {"k": 0}),

@@ -136,6 +136,39 @@ def test_results_in_the_old_layout_are_rewritten_once_and_then_kept(release):
     assert results_describe(report, release.release_root)
 
 
+def test_float_noise_of_another_host_rewrites_nothing_but_a_changed_outcome_does(release):
+    """Another CPU's kernels move the loss by ~5e-6 relative and a check's measured error in its last
+    digits: the stored entry stays byte for byte. A score off by 1e-3 or a failed check is rewritten."""
+    report, _ = store(release, ["VIN_tiny"])
+    path = release.release_root / "evaluation_results" / "VIN_tiny.json"
+    stored = json.loads(path.read_text())
+    noisy = json.loads(json.dumps(stored))
+    noisy["scores"]["loss"] *= 1 + 5e-6
+    noisy["scores"]["accuracy"] += 1e-8
+    noisy["checks"]["thread_count"]["message"] = "2 threads vs 1: outputs agree within 3.1e-08 relative."
+    text = json.dumps(noisy, indent=2, sort_keys=True) + "\n"
+    path.write_text(text)
+    summary_path = path.with_name("summary.json")
+    summary = json.loads(summary_path.read_text())
+    summary["models"]["VIN_tiny"]["scores"] = noisy["scores"]  # as that host's run wrote it
+    summary_text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    summary_path.write_text(summary_text)
+    assert results_describe(report, release.release_root)
+    write_results(report, release.release_root)
+    assert path.read_text() == text and summary_path.read_text() == summary_text
+
+    for change in ("score", "status"):
+        changed = json.loads(json.dumps(stored))
+        if change == "score":
+            changed["scores"]["accuracy"] -= 1e-3
+        else:
+            changed["checks"]["thread_count"]["status"] = "fail"
+        path.write_text(json.dumps(changed, indent=2, sort_keys=True) + "\n")
+        assert not results_describe(report, release.release_root)
+        write_results(report, release.release_root)
+        assert json.loads(path.read_text()) == stored
+
+
 def test_the_untracked_timings_file_is_ignored_by_git():
     if shutil.which("git") is None or not (REPOSITORY / ".git").exists():
         pytest.skip("not a git checkout")

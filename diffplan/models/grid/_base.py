@@ -78,14 +78,16 @@ class GridPlanner(nn.Module):
     """Base class of the grid planners: the forward pass; subclasses supply filters and a solver.
 
     Subclasses implement ``_filters()`` -> dict of conv filters ``h`` (l_h, 2, 3, 3), ``h_bias`` (l_h,),
-    ``r`` (G, l_h, 1, 1), ``q_r`` and ``q_v`` (l_q * G, G, f, f), expanded once per forward pass;
+    ``r`` (C, l_h, 1, 1), ``q_r`` and ``q_v`` (l_q * G, C, f, f), expanded once per forward pass, where C
+    is ``value_channels``, the channels of the reward and value maps (G, or 1 for a scalar value map);
     ``_policy(q, filters)``: action values (B * H * W, l_q * G) -> logits (B * H * W, 4); and
-    ``_solve(step, v0, stats)``: the final value map (B, H, W, G) from ``v0`` = 0. They set
-    ``group_size`` (G) and ``config`` (the constructor arguments).
+    ``_solve(step, v0, stats)``: the final value map (B, H, W, C) from ``v0`` = 0. They set
+    ``group_size`` (G), ``value_channels`` (C) and ``config`` (the constructor arguments).
     """
 
     task = Task.GRID
     group_size: int = 1
+    value_channels: int = 1
     config: dict
 
     def __init__(
@@ -135,20 +137,22 @@ class GridPlanner(nn.Module):
         maze, goal = self._check_inputs(maze, goal)
         b, _, height, width = maze.shape
         filters = self._filters()
-        r = self._reward(torch.cat([maze, goal], dim=1), filters)  # pixel-major (B, H, W, G) from here on
+        r = self._reward(torch.cat([maze, goal], dim=1), filters)  # pixel-major (B, H, W, C) from here on
         w_v = filters["q_v"]
         if self.value_kernel == "convex":
             w_v = convex_value_kernel(w_v, self.gamma)
         elif self.value_norm:
             w_v = normalise_value_kernel(w_v, self.gamma, self.group_size)
-        free = (maze > 0.5).permute(0, 2, 3, 1) if self.wall_mask else None
+        # contiguous: with one value channel torch.where would give v the strides of a rotated maze
+        free = (maze > 0.5).permute(0, 2, 3, 1).contiguous() if self.wall_mask else None
         if self.state_reward:  # every field gets its cell's reward: columns in (field, group channel) order
-            q_r = r.reshape(b * height * width, self.group_size).repeat(1, self.l_q)
+            columns_per_channel = self.l_q * self.group_size // self.value_channels
+            q_r = r.reshape(b * height * width, self.value_channels).repeat(1, columns_per_channel)
         else:
             q_r = neighbourhoods(r, self.f) @ kernel_matrix(filters["q_r"])
         step = VIStep(q_r, w_v, free)
         stats: dict[str, float] = {}
-        v = self._solve(step, maze.new_zeros(b, height, width, self.group_size), stats)
+        v = self._solve(step, maze.new_zeros(b, height, width, self.value_channels), stats)
         logits = self._policy(step.q(v), filters)  # (B * H * W, 4)
         logits = logits.view(b, height, width, -1).permute(0, 3, 1, 2)
         values = v.amax(dim=3)[:, None]  # pooling over the group channels: an invariant value map
@@ -161,7 +165,7 @@ class GridPlanner(nn.Module):
     exact_encoder: bool = False
 
     def _reward(self, x: torch.Tensor, filters: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The reward map from [maze, goal]. Shapes: x (B, 2, H, W) -> (B, H, W, G)."""
+        """The reward map from [maze, goal]. Shapes: x (B, 2, H, W) -> (B, H, W, C)."""
         if not self.exact_encoder:
             h = F.conv2d(x, filters["h"], filters["h_bias"], padding=filters["h"].shape[-1] // 2)
             return F.conv2d(h, filters["r"]).permute(0, 2, 3, 1)

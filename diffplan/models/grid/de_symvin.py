@@ -25,7 +25,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         l_h, l_q, f, group, no_equiv_policy, complete_basis, wall_mask: as for SymVIN.
         gamma, solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter, value_kernel:
             as for DE-VIN.
-        state_reward: as for SymVIN (release v1.1).
+        state_reward, value_field: as for SymVIN (release v1.1).
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W).
@@ -51,6 +51,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
         backward_max_iter: int = 50,
         value_kernel: str = "free",
         state_reward: bool = False,
+        value_field: str = "regular",
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
@@ -65,6 +66,7 @@ class DESymVIN(EquilibriumSolve, SymVINLayers):
             wall_mask=wall_mask,
             value_kernel=value_kernel,
             state_reward=state_reward,
+            value_field=value_field,
         )
         self._init_solver(solver, tol, max_iter, backward_solver, backward_tol, backward_max_iter)
         self.config = config

@@ -8,7 +8,7 @@ from escnn import nn as enn
 from torch import nn
 
 from diffplan.envs.actions import NUM_ACTIONS
-from diffplan.models._checks import check_int, check_k_range, draw_k
+from diffplan.models._checks import check_choice, check_int, check_k_range, draw_k
 from diffplan.models._registry import constructor_config, register_model
 from diffplan.models._symmetry import (
     CompleteRegularFilter,
@@ -18,6 +18,8 @@ from diffplan.models._symmetry import (
     group_size,
 )
 from diffplan.models.grid._base import GridPlanner, VIStep, unrolled
+
+VALUE_FIELDS = ("regular", "trivial")  # the field type of the reward and value maps (see SymVINLayers)
 
 
 class SymVINLayers(GridPlanner):
@@ -35,6 +37,15 @@ class SymVINLayers(GridPlanner):
     per forward pass, and the reward part of q is computed once, not at every step.
     Parameters at l_h = 150, l_q = 40, f = 3, d4: 750 + 150 + 2 * 1920 + 160 = 4900 (published), or
     750 + 150 + 1920 + 2880 + 160 = 5860 with ``complete_basis``.
+
+    ``value_field="trivial"`` (release v1.1) makes the reward and the values one scalar (trivial) field,
+    as in a VIN, and ``v`` the max over all l_q * G channels of q: each field's G channels are one value
+    filter moved by each group element, so a field whose filter takes the northern neighbour's value
+    covers all four moves. The regular value field costs G times as much per step (G input channels per
+    tap) for a freedom a planner does not need: from a trivial encoder the reward is the same in every
+    group channel, and once the fields cover the moves, so are the values. With the complete basis
+    ``q_v`` then has f * f coefficients per field (:class:`CompleteRegularFilter` with
+    ``trivial_input``).
 
     ``complete_basis`` expands ``q_v`` on a basis of *all* equivariant f x f filters between regular
     fields (72 coefficients per pair of fields for D4 and f = 3, :class:`CompleteRegularFilter`) instead
@@ -58,6 +69,7 @@ class SymVINLayers(GridPlanner):
         wall_mask: bool,
         value_kernel: str = "free",
         state_reward: bool = False,
+        value_field: str = "regular",
     ):
         super().__init__(
             l_h=l_h,
@@ -73,10 +85,12 @@ class SymVINLayers(GridPlanner):
         self.group = group.lower()
         self.group_size = group_size(gspace)
         self.no_equiv_policy = bool(no_equiv_policy)
+        self.value_field = check_choice("value_field", value_field, VALUE_FIELDS)
         trivial, regular = gspace.trivial_repr, gspace.regular_repr
         in_type = enn.FieldType(gspace, 2 * [trivial])
         h_type = enn.FieldType(gspace, l_h * [trivial])
-        v_type = enn.FieldType(gspace, [regular])
+        v_type = enn.FieldType(gspace, [trivial if self.value_field == "trivial" else regular])
+        self.value_channels = v_type.size
         q_type = enn.FieldType(gspace, l_q * [regular])
         self.h = SteerableFilter(in_type, h_type, 3, bias=True)
         self.r = SteerableFilter(h_type, v_type, 1)
@@ -85,7 +99,8 @@ class SymVINLayers(GridPlanner):
         if complete_basis:
             # A convex kernel starts as one-cell shifts (from zeros it is uniform and fades the goal).
             init = "shift" if self.value_kernel == "convex" else "zeros"
-            self.q_v = CompleteRegularFilter(self.group, 1, l_q, f, init=init)
+            trivial_input = self.value_field == "trivial"
+            self.q_v = CompleteRegularFilter(self.group, 1, l_q, f, init=init, trivial_input=trivial_input)
         else:
             self.q_v = SteerableFilter(v_type, q_type, f, init="zeros")
         if self.no_equiv_policy:
@@ -136,13 +151,16 @@ class SymVIN(SymVINLayers):
             reward filter, as for VIN (release v1.1).
         k_train: None or ``[low, high]``: a random number of steps per forward pass while training,
             as for VIN.
+        value_field: "regular" (published) or "trivial": the field type of the reward and values (see
+            :class:`SymVINLayers`).
 
     The defaults are the published computation (4900 parameters), except that the value kernel starts at
     zero, so the initial loss is ~1.4 instead of ~13.
 
     Shapes:
         maze (B, H, W), goal (B, 1, H, W) -> logits (B, 4, H, W) over N, W, S, E, values (B, 1, H, W)
-        (the max over the group channels of the regular value field, an invariant map).
+        (the max over the group channels of the regular value field, an invariant map, or the trivial
+        value field itself).
     """
 
     def __init__(
@@ -161,6 +179,7 @@ class SymVIN(SymVINLayers):
         value_kernel: str = "free",
         state_reward: bool = False,
         k_train: list[int] | None = None,
+        value_field: str = "regular",
     ) -> None:
         config = constructor_config(locals())
         super().__init__(
@@ -175,6 +194,7 @@ class SymVIN(SymVINLayers):
             wall_mask=wall_mask,
             value_kernel=value_kernel,
             state_reward=state_reward,
+            value_field=value_field,
         )
         self.k = check_int("k", k)
         self.k_train = check_k_range(k_train)
