@@ -80,21 +80,30 @@ def up_to_date_problems(spec: ModelSpec, release_root: Path, *, allow_overrides:
     return []
 
 
+def _recorded_checkpoint(record: Any, release_root: Path) -> tuple[Path, bool] | None:
+    """A metadata record naming another model's release checkpoint ({name, folder, checkpoint_sha256}):
+    (that checkpoint's path, whether it still has the recorded sha256); None if the record is unreadable."""
+    try:
+        paths = ReleasePaths.named(record["name"], record["folder"], release_root)
+        recorded = record["checkpoint_sha256"]
+    except (KeyError, TypeError):
+        return None
+    return paths.checkpoint, paths.checkpoint.is_file() and sha256_file(paths.checkpoint) == recorded
+
+
 def start_problems(spec: ModelSpec, info: dict[str, Any], release_root: Path) -> list[str]:
     """Why a model trained from ``init_from`` no longer matches its starting point (empty: it does): the
     metadata must name that entry, whose release checkpoint must still have the recorded sha256."""
     start = info.get("init_from")
     if not isinstance(start, dict) or start.get("name") != spec.init_from:
         return [f"its metadata does not record starting from {spec.init_from}"]
-    try:
-        paths = ReleasePaths.named(start["name"], start["folder"], release_root)
-        recorded = start["checkpoint_sha256"]
-    except (KeyError, TypeError):
+    found = _recorded_checkpoint(start, release_root)
+    if found is None:
         return ["its metadata's init_from record is unreadable"]
-    if not paths.checkpoint.is_file() or sha256_file(paths.checkpoint) != recorded:
+    checkpoint, unchanged = found
+    if not unchanged:
         return [
-            f"starting point {spec.init_from}'s checkpoint {paths.checkpoint} changed since this model "
-            "was trained"
+            f"starting point {spec.init_from}'s checkpoint {checkpoint} changed since this model was trained"
         ]
     return []
 
@@ -106,13 +115,12 @@ def ensemble_member_problems(info: dict[str, Any], release_root: Path) -> list[s
     if not isinstance(members, list) or not members:
         return ["its metadata records no ensemble members"]
     for member in members:
-        try:
-            paths = ReleasePaths.named(member["name"], member["folder"], release_root)
-            recorded = member["checkpoint_sha256"]
-        except (KeyError, TypeError):
+        found = _recorded_checkpoint(member, release_root)
+        if found is None:
             return ["its metadata's ensemble members are unreadable"]
-        if not paths.checkpoint.is_file() or sha256_file(paths.checkpoint) != recorded:
-            return [f"member {member['name']}'s checkpoint {paths.checkpoint} changed since it was assembled"]
+        checkpoint, unchanged = found
+        if not unchanged:
+            return [f"member {member['name']}'s checkpoint {checkpoint} changed since it was assembled"]
     return []
 
 
