@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 SIZES = {"maze_size": 7, "train_size": 32, "valid_size": 16, "test_size": 16, "seed": 5}
@@ -94,6 +95,31 @@ class TinyRelease:
         entry = next(m for m in data["models"] if m["name"] == name)
         entry.update(changes)
         self.manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def add_entries(self, *entries: dict) -> None:
+        """Append model entries to the manifest."""
+        data = yaml.safe_load(self.manifest.read_text())
+        data["models"].extend(entries)
+        self.manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def retrain_vin_tiny(self) -> None:
+        """Publish other weights for VIN_tiny, as a retraining would: consistent release files, another
+        checkpoint sha256 (what the models built from it must notice)."""
+        from diffplan.release.checkpoint import load_model
+        from diffplan.release.manifest import load_manifest
+        from diffplan.training.release_files import score_splits, write_release
+
+        manifest = load_manifest(self.manifest)
+        spec = manifest.model("VIN_tiny")
+        model = load_model(self.file("VIN_tiny"))
+        with torch.no_grad():
+            model.w.add_(0.01)
+        run = dict(
+            seconds=1.0, epochs_run=1, best_epoch=1, max_epochs=1, best_validation_accuracy=0.5,
+            final_loss=None, train_size=32, valid_size=16, limit_maps=None,
+        )  # fmt: skip
+        scores = score_splits(model, spec, manifest, limit_maps=None)
+        write_release(spec, manifest, model, scores=scores, root=self.release_root, run=run, overrides={})
 
 
 def write_manifest(root: Path) -> Path:

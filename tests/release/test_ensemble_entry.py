@@ -19,7 +19,7 @@ from diffplan.release.manifest import load_manifest
 from diffplan.release.results import FAIL, PASS, SKIP
 from diffplan.release.validation import validate_models
 from diffplan.scoring import evaluate, make_batch
-from diffplan.training.release_files import is_up_to_date, score_splits, up_to_date_problems, write_release
+from diffplan.training.release_files import is_up_to_date, up_to_date_problems
 from diffplan.training.run import TrainOptions, train_model
 from diffplan_cli.app import app
 
@@ -39,12 +39,6 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def add_entries(release, *entries: dict) -> None:
-    data = yaml.safe_load(release.manifest.read_text())
-    data["models"].extend(entries)
-    release.manifest.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def ensemble_file(release, suffix: str = ".ckpt") -> Path:
     if suffix == "_config.yaml":
         return release.release_root / "grid" / "configs" / f"Ensemble_tiny{suffix}"
@@ -57,7 +51,7 @@ def train(release, *args):
 
 @pytest.fixture
 def assembled(release):
-    add_entries(release, ENSEMBLE)
+    release.add_entries(ENSEMBLE)
     result = train(release, "--json")
     assert result.exit_code == 0, result.output
     return release, json.loads(result.stdout)
@@ -136,15 +130,7 @@ def test_a_changed_member_makes_the_ensemble_out_of_date(assembled):
     manifest = load_manifest(release.manifest)
     member, ensemble = manifest.model("VIN_tiny"), manifest.model("Ensemble_tiny")
     assert is_up_to_date(ensemble, release.release_root)
-    model = load_model(release.file("VIN_tiny"))  # "retrained": other weights, consistent release files
-    with torch.no_grad():
-        model.w.add_(0.01)
-    run = dict(
-        seconds=1.0, epochs_run=1, best_epoch=1, max_epochs=1, best_validation_accuracy=0.5, final_loss=None,
-        train_size=32, valid_size=16, limit_maps=None,
-    )  # fmt: skip
-    scores = score_splits(model, member, manifest, limit_maps=None)
-    write_release(member, manifest, model, scores=scores, root=release.release_root, run=run, overrides={})
+    release.retrain_vin_tiny()
     assert is_up_to_date(member, release.release_root)
     (problem,) = up_to_date_problems(ensemble, release.release_root)
     assert "member VIN_tiny's checkpoint" in problem and "changed since it was assembled" in problem
@@ -173,7 +159,7 @@ def test_a_missing_member_is_a_one_line_error_naming_it_and_the_command_that_tra
         "folder": "grid",
         "model": {"k": 4, "l_h": 4, "l_q": 4},
     }
-    add_entries(release, untrained, {**ENSEMBLE, "members": ["VIN_tiny", "VIN_untrained"]})
+    release.add_entries(untrained, {**ENSEMBLE, "members": ["VIN_tiny", "VIN_untrained"]})
     result = train(release)
     assert result.exit_code == 2
     (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]

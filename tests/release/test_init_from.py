@@ -17,7 +17,7 @@ from diffplan.errors import ManifestError
 from diffplan.release.checkpoint import load_model, sha256_file
 from diffplan.release.manifest import load_manifest, parse_manifest
 from diffplan.release.readme import render_readme
-from diffplan.training.release_files import is_up_to_date, score_splits, up_to_date_problems, write_release
+from diffplan.training.release_files import is_up_to_date, up_to_date_problems
 from diffplan.training.run import training_order
 from diffplan_cli.app import app
 
@@ -41,12 +41,6 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def add_entries(release, *entries: dict) -> None:
-    data = yaml.safe_load(release.manifest.read_text())
-    data["models"].extend(entries)
-    release.manifest.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def train(release, name: str, *args):
     return cli(
         "train", "--manifest", release.manifest, "--only", name, "--threads", 1, "--release-failing", *args
@@ -63,7 +57,7 @@ def error_line(output: str) -> str:
 
 
 def test_a_model_trained_from_another_entry_starts_from_its_weights_and_records_them(release):
-    add_entries(release, DE_VIN)
+    release.add_entries(DE_VIN)
     result = train(release, "DE-VIN_from_VIN")
     assert result.exit_code == 0, result.output
     start, trained = load_model(release.file("VIN_tiny")), load_model(grid_file(release, "DE-VIN_from_VIN"))
@@ -87,20 +81,12 @@ def test_a_model_trained_from_another_entry_starts_from_its_weights_and_records_
 
 
 def test_a_retrained_starting_point_makes_the_model_out_of_date(release):
-    add_entries(release, DE_VIN)
+    release.add_entries(DE_VIN)
     assert train(release, "DE-VIN_from_VIN").exit_code == 0
     manifest = load_manifest(release.manifest)
-    source, spec = manifest.model("VIN_tiny"), manifest.model("DE-VIN_from_VIN")
+    spec = manifest.model("DE-VIN_from_VIN")
     assert is_up_to_date(spec, release.release_root)
-    model = load_model(release.file("VIN_tiny"))  # "retrained": other weights, consistent release files
-    with torch.no_grad():
-        model.w.add_(0.01)
-    run = dict(
-        seconds=1.0, epochs_run=1, best_epoch=1, max_epochs=1, best_validation_accuracy=0.5, final_loss=None,
-        train_size=32, valid_size=16, limit_maps=None,
-    )  # fmt: skip
-    scores = score_splits(model, source, manifest, limit_maps=None)
-    write_release(source, manifest, model, scores=scores, root=release.release_root, run=run, overrides={})
+    release.retrain_vin_tiny()
     (problem,) = up_to_date_problems(spec, release.release_root)
     assert "starting point VIN_tiny's checkpoint" in problem and "changed since" in problem
     again = train(release, "DE-VIN_from_VIN", "--force")
@@ -111,8 +97,7 @@ def test_a_retrained_starting_point_makes_the_model_out_of_date(release):
 
 def test_an_untrained_or_incompatible_starting_point_is_a_one_line_error(release):
     untrained = {**DE_VIN, "name": "VIN_untrained", "algorithm": "VIN", "init_from": None, "model": {"k": 4}}
-    add_entries(
-        release,
+    release.add_entries(
         untrained,
         {**DE_VIN, "name": "From_untrained", "init_from": "VIN_untrained"},
         {**DE_VIN, "name": "From_SymVIN", "init_from": "SymVIN_tiny"},
