@@ -287,6 +287,20 @@ def timing_table(
     return sides, rows
 
 
+_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def line_styles(count: int) -> list[tuple[tuple[float, float, float], str]]:
+    """(colour, marker) of each of ``count`` plotted models, all different: matplotlib's default cycle
+    has ten colours, and an eleventh model (v1.1's ensemble) took the first one's. The 20 colours of
+    ``tab20`` (its dark shades first, then its light ones), then the next marker."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].colors
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return [(colours[order[i % 20]], _MARKERS[(i // 20) % len(_MARKERS)]) for i in range(count)]
+
+
 def plot_success(results: dict[str, Any], output: str | Path, rule: str = PLOT_RULE) -> Path:
     """Success against maze side at budget ``rule``, one line per model (dashed: graph planners), as a
     PNG whose bytes depend only on the results (no software version or date in it)."""
@@ -297,7 +311,8 @@ def plot_success(results: dict[str, Any], output: str | Path, rule: str = PLOT_R
     figure = Figure(figsize=(7.0, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.1, 0.12, 0.6, 0.8))
-    for name in dict.fromkeys(row["model"] for row in results["rows"]):
+    names = list(dict.fromkeys(row["model"] for row in results["rows"]))
+    for name, (colour, marker) in zip(names, line_styles(len(names)), strict=True):
         points = sorted(
             (r["side"], r["scores"]["success"])
             for r in results["rows"]
@@ -306,7 +321,7 @@ def plot_success(results: dict[str, Any], output: str | Path, rule: str = PLOT_R
         if points:
             sides, success = zip(*points, strict=True)
             style = "-" if any(r["task"] == "grid" for r in results["rows"] if r["model"] == name) else "--"
-            axes.plot(sides, [100 * s for s in success], style, marker="o", label=name)
+            axes.plot(sides, [100 * s for s in success], style, color=colour, marker=marker, label=name)
     axes.set_xlabel("maze side (trained on 15)")
     axes.set_ylabel(f"success (%) at the {rule} budget")
     axes.set_title("Generalisation to larger mazes")

@@ -167,3 +167,10 @@ def test_a_broken_study_file_stops_package_before_validating(release, text):
     assert result.exit_code == 2
     assert "generalization/results.json" in result.output and "bench_generalization" in result.output
     assert not (release.root / "dist").exists() and not (release.release_root / "evaluation_results").exists()
+
+
+def test_every_model_of_the_plot_gets_its_own_colour_and_marker():
+    """v1.1 plots eleven models: the default cycle's ten colours gave the eleventh the first's."""
+    styles = generalization.line_styles(45)
+    assert len(set(styles)) == 45
+    assert len({colour for colour, _ in styles[:20]}) == 20
