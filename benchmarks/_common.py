@@ -38,6 +38,9 @@ def training_arguments(description: str, kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="release manifest to read")
     parser.add_argument("--runs", nargs="+", help=f"{kind} entries of the manifest to measure (default: all)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--bf16", action="store_true", help="forward pass and loss under torch.autocast('cpu', bfloat16)"
+    )
     return parser
 
 
@@ -87,19 +90,21 @@ def table_console() -> Console:
 
 
 def time_training_steps(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str, steps: int
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str, steps: int, bf16: bool = False
 ) -> dict:
     """Time ``steps`` RMSprop training steps (forward, optimal-set loss, backward, update) after two
-    warm-up steps. Returns medians and minimum in ms, peak-RSS growth in MB, and the mean of each of the
-    planner's ``stats`` (e.g. DEQ solver iterations)."""
+    warm-up steps; with ``bf16`` the forward pass and loss run under ``torch.autocast("cpu",
+    torch.bfloat16)`` (bf16 matrix products where the CPU has them). Returns medians and minimum in ms,
+    peak-RSS growth in MB, and the mean of each of the planner's ``stats`` (e.g. DEQ solver iterations)."""
     continuous = Task(kind) is Task.GRAPH and bool(getattr(model, "config", {}).get("cont_action"))
     optimiser = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu_times, stats = [], [], []
     for step in range(steps + 2):
         start, cpu_start = time.perf_counter(), time.process_time()
-        output = run_planner(model, batch, kind)
-        loss = optimal_set_nll(*scored_logits(output, batch, kind, continuous))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            output = run_planner(model, batch, kind)
+            loss = optimal_set_nll(*scored_logits(output, batch, kind, continuous))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -116,4 +121,5 @@ def time_training_steps(
         "peak_rss_delta_mb": (rss_after - rss_before) / 1024,  # ru_maxrss is in KiB on Linux
         "stats_mean": {key: statistics.fmean(s.get(key, float("nan")) for s in stats) for key in stats[0]},
         "threads": torch.get_num_threads(),
+        "bf16": bf16,
     }

@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_graph_models [--steps 10] [--batch-size 32] [--threads N] [--json]
                                             [--manifest manifests/release_v1.yaml] [--runs MP-VIN_graph ...]
+                                            [--bf16]
 
 One training step is forward + optimal-set loss + backward + RMSprop step on a batch of 32 15x15 mazes
 of the release distribution as ``has_obstacle`` lattice graphs (7,200 nodes, 26,880 edges). Each
@@ -9,7 +10,8 @@ configuration runs in a fresh process, so "peak memory" is the growth of that pr
 set size (``ru_maxrss``) from just before the first step to the end: what a training step needs beyond
 the model and the batch. "CPU/step" is the process CPU time per step (all threads together), which moves
 less than wall time when other jobs share the machine. "epoch" is the median step time times the steps
-of one epoch of 10,000 training graphs.
+of one epoch of 10,000 training graphs. ``--bf16`` runs the forward pass and loss under
+``torch.autocast("cpu", torch.bfloat16)``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ TRAIN_GRAPHS = 10_000
 
 
 def _measure(
-    run: str, planner: str, config: dict, steps: int, batch_size: int, threads: int, queue: mp.Queue
+    run: str,
+    planner: str,
+    config: dict,
+    steps: int,
+    batch_size: int,
+    threads: int,
+    bf16: bool,
+    queue: mp.Queue,
 ) -> None:
     """Child process: build, warm up, time ``steps`` training steps, report through ``queue``."""
     if threads:
@@ -47,7 +56,7 @@ def _measure(
     torch.manual_seed(0)
     batch = release_batch("graph", batch_size)
     model = create_model(planner, **config)
-    timing = time_training_steps(model, batch, "graph", steps)
+    timing = time_training_steps(model, batch, "graph", steps, bf16)
     queue.put(
         {
             "run": run,
@@ -67,11 +76,13 @@ def run(
     batch_size: int = 32,
     threads: int = 0,
     runs: list[str] | None = None,
+    bf16: bool = False,
 ) -> list[dict]:
     """Measure the manifest's graph entries (all by default), each in a process of its own."""
     configs = release_configs(manifest, "graph")
     jobs = [
-        (name, *configs[name], steps, batch_size, threads) for name in select_runs(configs, runs, manifest)
+        (name, *configs[name], steps, batch_size, threads, bf16)
+        for name in select_runs(configs, runs, manifest)
     ]
     return run_isolated(_measure, jobs)
 
@@ -110,7 +121,7 @@ def _render(results: list[dict], batch_size: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = training_arguments(__doc__.splitlines()[0], "graph")
     args = parser.parse_args(argv)
-    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs)
+    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs, args.bf16)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

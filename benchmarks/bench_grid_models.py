@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = training_arguments(__doc__.splitlines()[0], "grid")
     parser.add_argument("--reference", action="store_true", help="also time the published SymVIN computation")
     args = parser.parse_args(argv)
+    if args.bf16:  # the sparse VI step (diffplan.models.grid._vi_step) multiplies in one dtype
+        parser.error("--bf16: the grid planners' VI step does not run under autocast; time them in float32.")
     results = run(args.manifest, args.steps, args.batch_size, args.threads, args.reference, args.runs)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -43,3 +43,10 @@ def test_the_ddp_benchmark_trains_release_entries_on_generated_maps(tmp_path):
         entry = bench.model(name)
         assert entry.model_args() == release.model(name).model_args() and entry.epochs == 1
         assert bench.dataset_for(entry).train_size == 8 and Path(entry.data).is_file()
+
+
+def test_the_graph_benchmark_times_bf16_autocast_and_the_grid_one_refuses_it():
+    (graph,) = bench_graph_models.run(steps=1, batch_size=2, threads=1, runs=["MP-VIN_graph"], bf16=True)
+    assert graph["bf16"] and graph["step_ms_median"] > 0
+    with pytest.raises(SystemExit):
+        bench_grid_models.main(["--bf16", "--runs", "VIN_maze15"])
