@@ -41,6 +41,9 @@ def training_arguments(description: str, kind: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--bf16", action="store_true", help="forward pass and loss under torch.autocast('cpu', bfloat16)"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="the value-iteration step compiled by torch.compile (inductor)"
+    )
     return parser
 
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_graph_models [--steps 10] [--batch-size 32] [--threads N] [--json]
                                             [--manifest manifests/release_v1.yaml] [--runs MP-VIN_graph ...]
-                                            [--bf16]
+                                            [--bf16] [--compile]
 
 One training step is forward + optimal-set loss + backward + RMSprop step on a batch of 32 15x15 mazes
 of the release distribution as ``has_obstacle`` lattice graphs (7,200 nodes, 26,880 edges). Each
@@ -11,7 +11,10 @@ set size (``ru_maxrss``) from just before the first step to the end: what a trai
 the model and the batch. "CPU/step" is the process CPU time per step (all threads together), which moves
 less than wall time when other jobs share the machine. "epoch" is the median step time times the steps
 of one epoch of 10,000 training graphs. ``--bf16`` runs the forward pass and loss under
-``torch.autocast("cpu", torch.bfloat16)``.
+``torch.autocast("cpu", torch.bfloat16)``. ``--compile`` compiles the convex value step
+(``ConvexValueStep.step``: gather, weight, scatter-add, one call per VI iteration) with
+``torch.compile(dynamic=True)``, so graphs of other sizes reuse the kernels; the compilation itself
+falls in the two warm-up steps. Entries with another value step run as they are ("compiled" = no).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from benchmarks._common import (
     training_arguments,
 )
 from diffplan.models import create_model
+from diffplan.models.graph._convex_vi import ConvexValueStep
 
 TRAIN_GRAPHS = 10_000
 
@@ -48,6 +52,7 @@ def _measure(
     batch_size: int,
     threads: int,
     bf16: bool,
+    compile_step: bool,
     queue: mp.Queue,
 ) -> None:
     """Child process: build, warm up, time ``steps`` training steps, report through ``queue``."""
@@ -56,7 +61,10 @@ def _measure(
     torch.manual_seed(0)
     batch = release_batch("graph", batch_size)
     model = create_model(planner, **config)
-    timing = time_training_steps(model, batch, "graph", steps, bf16)
+    compiled = compile_step and any(isinstance(m, ConvexValueStep) for m in model.modules())
+    if compiled:  # this process's class only: each measurement runs in a fresh process
+        ConvexValueStep.step = torch.compile(ConvexValueStep.step, dynamic=True)
+    timing = {**time_training_steps(model, batch, "graph", steps, bf16), "compiled": compiled}
     queue.put(
         {
             "run": run,
@@ -77,11 +85,12 @@ def run(
     threads: int = 0,
     runs: list[str] | None = None,
     bf16: bool = False,
+    compile_step: bool = False,
 ) -> list[dict]:
     """Measure the manifest's graph entries (all by default), each in a process of its own."""
     configs = release_configs(manifest, "graph")
     jobs = [
-        (name, *configs[name], steps, batch_size, threads, bf16)
+        (name, *configs[name], steps, batch_size, threads, bf16, compile_step)
         for name in select_runs(configs, runs, manifest)
     ]
     return run_isolated(_measure, jobs)
@@ -95,7 +104,7 @@ def _render(results: list[dict], batch_size: int) -> None:
         f"({first['nodes']:,} nodes, {first['edges']:,} edges; RMSprop)"
     )
     for col in ("run", "config", "params", "step median (ms)", "step min (ms)", "CPU/step (ms)", "epoch (s)",
-                "peak RSS +MB"):  # fmt: skip
+                "peak RSS +MB", "compiled"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("run", "config") else "right")
     for r in results:
         config = ", ".join(f"{k}={v}" for k, v in r["config"].items())
@@ -108,6 +117,7 @@ def _render(results: list[dict], batch_size: int) -> None:
             f"{r['cpu_ms_median']:.0f}",
             f"{r['epoch_s']:.0f}",
             f"{r['peak_rss_delta_mb']:.0f}",
+            "yes" if r["compiled"] else "no",
         )
     console = table_console()
     console.print(table)
@@ -121,7 +131,9 @@ def _render(results: list[dict], batch_size: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = training_arguments(__doc__.splitlines()[0], "graph")
     args = parser.parse_args(argv)
-    results = run(args.manifest, args.steps, args.batch_size, args.threads, args.runs, args.bf16)
+    results = run(
+        args.manifest, args.steps, args.batch_size, args.threads, args.runs, args.bf16, args.compile
+    )
     if args.json:
         print(json.dumps(results, indent=2))
     else:

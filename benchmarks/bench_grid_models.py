@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bf16:  # the sparse VI step (diffplan.models.grid._vi_step) multiplies in one dtype
         parser.error("--bf16: the grid planners' VI step does not run under autocast; time them in float32.")
+    if args.compile:  # a custom autograd Function with its own buffers and a hand-written backward
+        parser.error(
+            "--compile: the grid planners' VI step is not compiled; time the graph planners with it."
+        )
     results = run(args.manifest, args.steps, args.batch_size, args.threads, args.reference, args.runs)
     if args.json:
         print(json.dumps(results, indent=2))

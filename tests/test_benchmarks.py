@@ -50,3 +50,17 @@ def test_the_graph_benchmark_times_bf16_autocast_and_the_grid_one_refuses_it():
     assert graph["bf16"] and graph["step_ms_median"] > 0
     with pytest.raises(SystemExit):
         bench_grid_models.main(["--bf16", "--runs", "VIN_maze15"])
+
+
+def test_the_graph_benchmark_compiles_the_convex_value_step_and_the_grid_one_refuses_it():
+    v11 = Path("manifests/release_v1.1.yaml")
+    (graph,) = bench_graph_models.run(
+        v11, steps=1, batch_size=2, threads=1, runs=["MP-VIN_graph"], compile_step=True
+    )
+    assert graph["compiled"] and graph["step_ms_median"] > 0
+    (plain,) = bench_graph_models.run(
+        steps=1, batch_size=2, threads=1, runs=["MP-VIN_graph"], compile_step=True
+    )
+    assert not plain["compiled"]  # v1.0's MP-VIN_graph has the MLP value step: nothing to compile
+    with pytest.raises(SystemExit):
+        bench_grid_models.main(["--compile", "--runs", "VIN_maze15"])

@@ -379,15 +379,20 @@ def _release_roots() -> list[Path]:
     return list(dict.fromkeys(roots))
 
 
-def find_release_checkpoint(name: str) -> Path:
-    """The ``<folder>/<name>.ckpt`` of a release model, in ./pretrained_models or the source tree's."""
-    for root in _release_roots():
+def find_release_checkpoint(name: str, release_root: str | Path | None = None) -> Path:
+    """The ``<folder>/<name>.ckpt`` of a release model: under ``release_root`` when given (e.g.
+    ``pretrained_models/v1.1``), else in ./pretrained_models or the source tree's (release v1.0)."""
+    roots = _release_roots() if release_root is None else [Path(release_root)]
+    if release_root is not None and not roots[0].is_dir():
+        raise ModelNotFoundError(f"release root {roots[0]} is not a folder; check the path.")
+    for root in roots:
         for folder in RELEASE_FOLDERS:
             candidate = root / folder / f"{name}.ckpt"
             if candidate.is_file():
                 return candidate
+    where = "pretrained_models" if release_root is None else str(release_root)
     raise ModelNotFoundError(
-        f"no release model {name!r} under pretrained_models/{{grid,graph,continuous}}/; "
+        f"no release model {name!r} under {where}/{{grid,graph,continuous}}/; "
         f"give a checkpoint path or train it with `diffplan train --only {name}`."
     )
 
@@ -425,8 +430,16 @@ def verify_checkpoint(checkpoint: str | Path, info: str | Path | None = None) ->
     return actual
 
 
-def load_model(name_or_path: str | Path, *, verify: bool | Literal["auto"] = "auto") -> nn.Module:
+def load_model(
+    name_or_path: str | Path,
+    *,
+    verify: bool | Literal["auto"] = "auto",
+    release_root: str | Path | None = None,
+) -> nn.Module:
     """A released planner in eval mode, by release name (``"VIN_maze15"``) or checkpoint path.
+
+    A name is looked up in ``release_root``'s ``{grid,graph,continuous}/`` folders when given
+    (``release_root="pretrained_models/v1.1"`` for release v1.1), else in ./pretrained_models (v1.0).
 
     The checkpoint's sha256 is first checked against its metadata (:func:`verify_checkpoint`):
 
@@ -446,7 +459,7 @@ def load_model(name_or_path: str | Path, *, verify: bool | Literal["auto"] = "au
     if not path.is_file():
         if path.suffix == ".ckpt" or len(path.parts) > 1:
             raise CheckpointError(f"checkpoint {path} does not exist; check the path.")
-        path = find_release_checkpoint(str(name_or_path))
+        path = find_release_checkpoint(str(name_or_path), release_root)
         by_name = True
     check = verify if isinstance(verify, bool) else by_name or info_path_of(path).is_file()
     if check:

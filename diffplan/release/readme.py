@@ -290,10 +290,8 @@ def render_readme(
         ]
     else:
         load = [
-            f'model = diffplan.load_model("{path}")  # by path: this release lives in {folder}/',
-            f'# by name, diffplan.load_model("{grid}") searches ./{RELEASE_FOLDER}/'
-            "{grid,graph,continuous}/,",
-            "# another release's folder, not this one",
+            f'model = diffplan.load_model("{grid}", release_root="{folder}")  # its own root',
+            f'# or by path: diffplan.load_model("{path}")',
         ]
     lines += [
         "",

@@ -4,6 +4,7 @@ line and exit 2."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import diffplan
-from diffplan.errors import BadInputError
+from diffplan.errors import BadInputError, ModelNotFoundError
 from diffplan.planning import plan_map
 from diffplan_cli.app import app
 
@@ -57,6 +58,18 @@ def test_the_budget_scales_with_the_map(release):
     plan = plan_map(model, maze, (0, 0), start=(29, 29))
     assert plan.budget.steps == max(model.config["k"], 58 + 1) and plan.optimal_length == 58
     assert model.k == model.config["k"]  # the release model is left as it was
+
+
+def test_a_name_loads_from_the_release_root_it_is_given(release, tmp_path):
+    """v1.1 lives in pretrained_models/v1.1/: ``release_root`` finds its models by name."""
+    other = tmp_path / "v1.1"
+    shutil.copytree(release.root / "pretrained_models", other)
+    (release.root / "pretrained_models" / "grid" / "VIN_tiny.ckpt").unlink()
+    with pytest.raises(ModelNotFoundError, match="under pretrained_models/"):
+        diffplan.load_model("VIN_tiny")
+    assert diffplan.load_model("VIN_tiny", release_root=other).release_info["name"] == "VIN_tiny"
+    with pytest.raises(ModelNotFoundError, match="is not a folder"):
+        diffplan.load_model("VIN_tiny", release_root=tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize(
