@@ -17,6 +17,7 @@ bytes depend only on the results (and the renderer).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +348,9 @@ SUCCESS_TARGETS: dict[Task, tuple[tuple[int, float], ...]] = {
     Task.GRAPH: ((15, 0.995), (29, 0.97), (49, 0.95)),
 }
 MAX_ACCURACY_LOSS = 0.003  # 15x15 test accuracy: at most 0.3 points below the baseline's
+# Training cost: the release's recorded training times (``model_stats.training_time_hours``) sum to at
+# most 4 hours, and no entry takes more than one.
+MAX_TRAINING_HOURS, MAX_ENTRY_TRAINING_HOURS = 4.0, 1.0
 # Row fields that name a study's test set beyond its size and map count, compared when both studies
 # record them (``run_study`` records none: its sets are ``study_data``'s, seeded by size).
 TEST_SET_FIELDS = ("data", "seed")
@@ -633,3 +637,37 @@ def judge_targets(model: ModelComparison, minimum: float) -> TargetReport:
     else:
         beats = True if complete and measured_sides else None
     return TargetReport(model.model, tuple(verdicts), beats, tuple(worse))
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """The release's recorded training times against :data:`MAX_TRAINING_HOURS` (summed) and
+    :data:`MAX_ENTRY_TRAINING_HOURS` (each); hours, from each model's ``_info.json``."""
+
+    total_hours: float
+    baseline_total_hours: float | None
+    trained: int  # models with a recorded training time above zero (an ensemble records 0)
+    longest: tuple[str, float] | None
+    unrecorded: tuple[str, ...]  # models whose metadata records no training time
+
+    @property
+    def met(self) -> bool | None:
+        if self.unrecorded:
+            return None
+        longest = 0.0 if self.longest is None else self.longest[1]
+        return self.total_hours <= MAX_TRAINING_HOURS and longest <= MAX_ENTRY_TRAINING_HOURS
+
+
+def training_cost(comparison: ReleaseComparison) -> TrainingCost:
+    """Sum and longest of this release's training times (and the baseline's sum, where each is known)."""
+    hours = {m.model: m.training_hours[1] for m in comparison.models}
+    recorded = {name: h for name, h in hours.items() if h is not None and math.isfinite(h)}
+    base = [m.training_hours[0] for m in comparison.models if m.counterpart]
+    base_known = base and all(h is not None and math.isfinite(h) for h in base)
+    return TrainingCost(
+        total_hours=sum(recorded.values()),
+        baseline_total_hours=sum(base) if base_known else None,
+        trained=sum(1 for h in recorded.values() if h > 0),
+        longest=max(recorded.items(), key=lambda item: item[1]) if recorded else None,
+        unrecorded=tuple(sorted(set(hours) - set(recorded))),
+    )

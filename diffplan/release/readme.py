@@ -701,7 +701,32 @@ def _targets_section(manifest: Manifest, rows: ReleaseComparison, base: str) -> 
     lines += ["", *notes]
     if unmeasured:
         lines += ["", f"Not measured (no study row or no figure): {'; '.join(unmeasured)}."]
-    return lines
+    return [*lines, "", _training_cost_line(generalization.training_cost(rows), base)]
+
+
+def _training_cost_line(cost: generalization.TrainingCost, base: str) -> str:
+    """The release-wide training-cost target, judged from the recorded training times."""
+    limits = (
+        f"at most {generalization.MAX_TRAINING_HOURS:g} hours summed, "
+        f"{60 * generalization.MAX_ENTRY_TRAINING_HOURS:g} minutes each"
+    )
+    if cost.met is None:
+        missing = ", ".join(cost.unrecorded)
+        return f"Training cost ({limits}): not measured, no training time recorded for {missing}."
+    longest = (
+        "" if cost.longest is None else f"; longest {cost.longest[0]}, {60 * cost.longest[1]:.1f} minutes"
+    )
+    baseline = (
+        ""
+        if cost.baseline_total_hours is None
+        else f" (their {base} counterparts: {cost.baseline_total_hours:.2f} h)"
+    )
+    verdict = "met" if cost.met else "**missed**"
+    return (
+        f"Training cost ({limits}; `model_stats.training_time_hours`, wall clock on the training machine): "
+        f"{cost.total_hours:.2f} h summed over the {cost.trained} trained models{baseline}{longest}: "
+        f"{verdict}."
+    )
 
 
 def _target_name(verdict: generalization.TargetVerdict) -> str:

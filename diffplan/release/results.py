@@ -181,11 +181,16 @@ def _summary_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# A measured error quoted in a check's message ("worst relative error 1.0e-06"): float noise of the host.
-_MEASURED_FIGURE = re.compile(r"\d\.\d+e[+-]\d+")
+# A measured error quoted in a check's message ("worst relative error 1.0e-06") or a score it restates
+# ("test accuracy 99.76%", rounded, so noise within the score tolerance can flip its last digit): float
+# noise of the host. The scores themselves are compared by :func:`_same_scores`, the target on its own.
+_MEASURED_FIGURE = re.compile(r"\d\.\d+e[+-]\d+|\d+\.\d+%")
 # Scores of two runs with the same outcome differ by float rounding only: the loss (a mean of logs) by
-# about 5e-6 relative between hosts whose BLAS kernels differ, the fractions of maps by less.
-SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-6
+# about 5e-6 relative between hosts whose BLAS kernels differ, the fractions of maps by less. Equilibrium
+# planners stop their solver at a relative tolerance and near-tied actions break either way, so between
+# two hosts of one kind we measured up to 1.3e-5 in DE-VIN_maze15's loss (0.6% of it) and 4e-5 in
+# SymVIN_maze15 v1.1's accuracy: scores within 1e-4 absolute (0.01 points) are the same outcome.
+SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-4
 
 
 def _outcome(entry: dict[str, Any]) -> dict[str, Any]:

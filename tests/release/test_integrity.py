@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -137,15 +138,19 @@ def test_results_in_the_old_layout_are_rewritten_once_and_then_kept(release):
 
 
 def test_float_noise_of_another_host_rewrites_nothing_but_a_changed_outcome_does(release):
-    """Another CPU's kernels move the loss by ~5e-6 relative and a check's measured error in its last
-    digits: the stored entry stays byte for byte. A score off by 1e-3 or a failed check is rewritten."""
+    """Another CPU's kernels move the loss by ~5e-6 relative (an equilibrium planner's by up to ~1e-5
+    absolute), a few near-tied cells' accuracy, and a check's measured error in its last digits: the
+    stored entry stays byte for byte. A score off by 1e-3 or a failed check is rewritten."""
     report, _ = store(release, ["VIN_tiny"])
     path = release.release_root / "evaluation_results" / "VIN_tiny.json"
     stored = json.loads(path.read_text())
     noisy = json.loads(json.dumps(stored))
-    noisy["scores"]["loss"] *= 1 + 5e-6
-    noisy["scores"]["accuracy"] += 1e-8
+    noisy["scores"]["loss"] += 2e-5
+    noisy["scores"]["accuracy"] += 4e-5
     noisy["checks"]["thread_count"]["message"] = "2 threads vs 1: outputs agree within 3.1e-08 relative."
+    noisy["checks"]["target"]["message"] = re.sub(
+        r"\d+\.\d+%", "12.34%", noisy["checks"]["target"]["message"], count=1
+    )
     text = json.dumps(noisy, indent=2, sort_keys=True) + "\n"
     path.write_text(text)
     summary_path = path.with_name("summary.json")

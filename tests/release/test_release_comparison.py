@@ -148,6 +148,22 @@ def test_target_verdicts_follow_issue_18():
     assert report.verdict("success_49").met is None and report.beats_baseline is None
 
 
+def test_training_cost_is_the_sum_of_recorded_times_within_four_hours_and_one_hour_each():
+    cost = generalization.training_cost(comparison())
+    assert cost.total_hours == pytest.approx(1.25) and cost.trained == 2  # C records 0 (an ensemble)
+    assert cost.baseline_total_hours == pytest.approx(0.75) and cost.longest == ("A", 0.75)
+    assert cost.met is True
+    slow = {**NEW_INFOS, "B": info(0.995, 1.5)}  # one entry over an hour, the sum under four
+    assert generalization.training_cost(compare_releases(MODELS, slow, NEW, BASE_INFOS, BASE)).met is False
+    many = {name: info(0.995, 0.9) for name in ("A", "B", "C")}
+    more = [*MODELS, ("D", GRID), ("E", GRID)]
+    many.update(D=info(0.995, 0.9), E=info(0.995, 0.9))  # 4.5 hours summed, each under one
+    assert generalization.training_cost(compare_releases(more, many, NEW, BASE_INFOS, BASE)).met is False
+    unrecorded = {**NEW_INFOS, "B": {"performance": {"test_accuracy": 0.995}, "model_stats": {}}}
+    cost = generalization.training_cost(compare_releases(MODELS, unrecorded, NEW, BASE_INFOS, BASE))
+    assert cost.met is None and cost.unrecorded == ("B",)
+
+
 @pytest.fixture
 def tiny_manifest(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -196,6 +212,11 @@ def test_the_readme_compares_with_the_baseline_only_when_given_one(tiny_manifest
     assert (
         "- **VIN_tiny** misses success >= 98.0% at 49x49 (bfs budget) (95.00%); it beats v1.0 everywhere"
         in readme
+    )
+    assert (
+        "Training cost (at most 4 hours summed, 60 minutes each; `model_stats.training_time_hours`, wall "
+        "clock on the training machine): 0.75 h summed over the 1 trained models (their v1.0 counterparts: "
+        "0.50 h); longest VIN_tiny, 45.0 minutes: met." in readme
     )
     assert (
         "Models of release v1.0 with no counterpart in this release: Gone: not in this release's manifest; "
