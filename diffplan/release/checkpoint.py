@@ -382,15 +382,17 @@ def _release_roots() -> list[Path]:
 def find_release_checkpoint(name: str, release_root: str | Path | None = None) -> Path:
     """The ``<folder>/<name>.ckpt`` of a release model: under ``release_root`` when given (e.g.
     ``pretrained_models/v1.1``), else in ./pretrained_models or the source tree's (release v1.0)."""
-    roots = _release_roots() if release_root is None else [Path(release_root)]
-    if release_root is not None and not roots[0].is_dir():
-        raise ModelNotFoundError(f"release root {roots[0]} is not a folder; check the path.")
+    if release_root is None:
+        roots, where = _release_roots(), "pretrained_models"
+    else:
+        roots, where = [Path(release_root)], str(release_root)
+        if not roots[0].is_dir():
+            raise ModelNotFoundError(f"release root {where} is not a folder; check the path.")
     for root in roots:
         for folder in RELEASE_FOLDERS:
             candidate = root / folder / f"{name}.ckpt"
             if candidate.is_file():
                 return candidate
-    where = "pretrained_models" if release_root is None else str(release_root)
     raise ModelNotFoundError(
         f"no release model {name!r} under {where}/{{grid,graph,continuous}}/; "
         f"give a checkpoint path or train it with `diffplan train --only {name}`."
